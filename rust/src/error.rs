@@ -1,0 +1,141 @@
+//! One error type for the whole engine. Errors cross to Python as data: a `kind`, a
+//! message that never contains credentials or signed URLs, the key involved and how many
+//! requests were made for it.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input found before any byte moved (a hostile key, a bad option).
+    InvalidInput,
+    /// A final path exists and overwriting was not allowed.
+    FileExists,
+    /// The object or prefix does not exist.
+    NotFound,
+    /// 401/403: wrong, expired or missing credentials, or no permission.
+    PermissionDenied,
+    /// The object changed since it was planned (If-Match failed, ETag changed).
+    Changed,
+    /// The bytes on disk do not match the size or checksum the store gave.
+    Integrity,
+    /// A retryable transport fault (5xx, 429, 408, reset, truncation, stall).
+    Transient,
+    /// Any other non-transient store failure (other 4xx, protocol errors).
+    Store,
+    /// A local filesystem failure (disk full, permission, not a directory).
+    Io,
+    /// The download was cancelled (Ctrl+C or an explicit cancel).
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::FileExists => "file_exists",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Changed => "changed",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Store => "store",
+            ErrorKind::Io => "io",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub key: Option<String>,
+    /// Requests made for the failing object or part (1 when it was not retried).
+    pub attempts: u32,
+    /// When retries were exhausted: the last transient fault, as the error's cause.
+    pub cause: Option<Box<Error>>,
+    /// A transient fault's server-requested delay (Retry-After).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            key: None,
+            attempts: 1,
+            cause: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn io(context: &str, err: &std::io::Error) -> Self {
+        let kind = match err.kind() {
+            std::io::ErrorKind::AlreadyExists => ErrorKind::FileExists,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, format!("{context}: {err}"))
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// Retries ran out: a non-transient error that keeps the last fault as its cause.
+    pub fn exhausted(last: Error, attempts: u32) -> Self {
+        let key = last.key.clone();
+        Error {
+            kind: ErrorKind::Store,
+            message: format!("gave up after {attempts} attempts: {}", last.message),
+            key,
+            attempts,
+            cause: Some(Box::new(last)),
+            retry_after: None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{} (key {key:?})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Classify an `object_store` error (listing, HEAD, local reads). `object_store` owns the
+/// retries of those calls, so what reaches us here is final. Its messages may name the
+/// endpoint but never credentials; we keep the first line, which names the fault.
+pub fn from_object_store(err: object_store::Error, key: &str) -> Error {
+    use object_store::Error as E;
+    let kind = match &err {
+        E::NotFound { .. } => ErrorKind::NotFound,
+        E::Precondition { .. } | E::NotModified { .. } => ErrorKind::Changed,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::PermissionDenied,
+        E::InvalidPath { .. } => ErrorKind::InvalidInput,
+        _ => ErrorKind::Store,
+    };
+    let message = match kind {
+        ErrorKind::PermissionDenied => format!(
+            "access denied for {key:?}: the credentials are wrong, expired or lack permission ({})",
+            first_line(&err.to_string())
+        ),
+        _ => first_line(&err.to_string()),
+    };
+    Error::new(kind, message).with_key(key)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}

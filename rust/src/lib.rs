@@ -1,0 +1,17 @@
+//! ursa's transfer engine: concurrent, ranged, verified downloads from S3-compatible
+//! stores and the local filesystem to local disk. Plain Rust; the Python bindings live
+//! behind the `python` feature in `python.rs`.
+
+pub mod error;
+pub mod fetch;
+pub mod keypath;
+pub mod parts;
+pub mod retry;
+pub mod runtime;
+pub mod store;
+pub mod tempname;
+pub mod transfer;
+pub mod writer;
+
+#[cfg(feature = "python")]
+mod python;

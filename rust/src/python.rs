@@ -1,0 +1,297 @@
+//! The bridge to Python: converts types, waits with the GIL released (one helper,
+//! `wait`), and turns engine errors into `CoreError` data for `ursa.errors` to map.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::{Error, ErrorKind};
+use crate::retry::RetryPolicy;
+use crate::runtime::runtime;
+use crate::store::{Store, StoreConfig};
+use crate::transfer::{self, Download, Event, Job, Options};
+use crate::{keypath, tempname};
+
+pyo3::create_exception!(
+    _core,
+    CoreError,
+    PyException,
+    "An engine error: args are (kind, message, key, attempts, cause)."
+);
+
+fn to_py(err: Error) -> PyErr {
+    CoreError::new_err(error_args(&err))
+}
+
+/// (kind, message, key, attempts); a cause never has a cause of its own.
+type Fault = (&'static str, String, Option<String>, u32);
+
+fn fault(err: &Error) -> Fault {
+    (
+        err.kind.as_str(),
+        err.message.clone(),
+        err.key.clone(),
+        err.attempts,
+    )
+}
+
+fn error_args(err: &Error) -> (&'static str, String, Option<String>, u32, Option<Fault>) {
+    let (kind, message, key, attempts) = fault(err);
+    (kind, message, key, attempts, err.cause.as_deref().map(fault))
+}
+
+/// The one place Python waits on the engine: the GIL is released in slices of 100 ms and
+/// signals are checked between them, so Ctrl+C interrupts any wait (and aborts the work).
+fn wait<T: Send + 'static>(py: Python<'_>, work: impl Future<Output = T> + Send + 'static) -> PyResult<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rx = std::sync::Mutex::new(rx); // shared with the GIL-free closure below
+    let task = runtime().spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    loop {
+        match py.detach(|| {
+            rx.lock()
+                .expect("one waiter")
+                .recv_timeout(Duration::from_millis(100))
+        }) {
+            Ok(value) => return Ok(value),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(interrupt) = py.check_signals() {
+                    task.abort();
+                    return Err(interrupt);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(PyException::new_err("an ursa engine task stopped unexpectedly"))
+            }
+        }
+    }
+}
+
+fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
+    let get = |name: &str| -> PyResult<Option<Bound<'_, PyAny>>> { spec.get_item(name) };
+    let text = |name: &str| -> PyResult<String> {
+        get(name)?
+            .ok_or_else(|| PyValueError::new_err(format!("store spec lacks {name:?}")))?
+            .extract()
+    };
+    match text("kind")?.as_str() {
+        "local" => Ok(StoreConfig::Local),
+        "s3" => Ok(StoreConfig::S3 {
+            bucket: text("bucket")?,
+            endpoint: get("endpoint")?.map(|v| v.extract()).transpose()?.flatten(),
+            region: text("region")?,
+            allow_http: get("allow_http")?
+                .map(|v| v.extract())
+                .transpose()?
+                .unwrap_or(false),
+            access_key_id: text("access_key_id")?,
+            secret_access_key: text("secret_access_key")?,
+        }),
+        other => Err(PyValueError::new_err(format!("unknown store kind {other:?}"))),
+    }
+}
+
+fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
+    specs
+        .iter()
+        .map(|s| Ok(Arc::new(Store::new(&store_config(s)?).map_err(to_py)?)))
+        .collect()
+}
+
+/// One listed object: (key, key relative to the request, size, etag).
+type Listed = (String, String, u64, Option<String>);
+
+/// Expand requests `(store, prefix_or_key, is_prefix)` into objects, concurrently.
+/// Prefix listings are in key byte order and every key is checked to be a safe relative
+/// path; a single object's relative key is its basename.
+#[pyfunction]
+fn list_objects(
+    py: Python<'_>,
+    specs: Vec<Bound<'_, PyDict>>,
+    requests: Vec<(usize, String, bool)>,
+) -> PyResult<Vec<Vec<Listed>>> {
+    let stores = stores(&specs)?;
+    let result = wait(py, async move {
+        stream::iter(requests)
+            .map(|(store, target, is_prefix)| {
+                let store = stores[store].clone();
+                async move { expand(&store, &target, is_prefix).await }
+            })
+            .buffered(16)
+            .try_collect::<Vec<_>>()
+            .await
+    })?;
+    result.map_err(to_py)
+}
+
+async fn expand(store: &Store, target: &str, is_prefix: bool) -> Result<Vec<Listed>, Error> {
+    if !is_prefix {
+        let info = store.head(target).await?;
+        let name = target.rsplit('/').next().unwrap_or(target).to_string();
+        keypath::check_relative(&name)
+            .map_err(|why| Error::new(ErrorKind::InvalidInput, why).with_key(target))?;
+        return Ok(vec![(info.key, name, info.size, info.etag)]);
+    }
+    let objects = store.list(target).await?;
+    objects
+        .into_iter()
+        .map(|o| {
+            let rel = keypath::relative_key(target, &o.key)?.to_string();
+            Ok((o.key, rel, o.size, o.etag))
+        })
+        .collect()
+}
+
+/// Upload local files `(path, key)` (for fixtures and demos), `concurrency` at a time.
+#[pyfunction]
+fn put_files(
+    py: Python<'_>,
+    spec: Bound<'_, PyDict>,
+    items: Vec<(PathBuf, String)>,
+    concurrency: usize,
+) -> PyResult<()> {
+    let store = stores(&[spec])?.remove(0);
+    let result = wait(py, async move {
+        stream::iter(items)
+            .map(|(path, key)| {
+                let store = store.clone();
+                async move {
+                    let data = tokio::fs::read(&path)
+                        .await
+                        .map_err(|e| Error::io(&format!("reading {}", path.display()), &e))?;
+                    store.put(&key, Bytes::from(data)).await
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await
+    })?;
+    result.map(|_| ()).map_err(to_py)
+}
+
+/// Remove dead processes' temporaries from these directories; returns how many.
+#[pyfunction]
+fn clean_stale(dirs: Vec<PathBuf>) -> PyResult<usize> {
+    let mut removed = 0;
+    for dir in dirs {
+        removed += tempname::clean_stale(&dir)
+            .map_err(|e| to_py(Error::io(&format!("cleaning {}", dir.display()), &e)))?;
+    }
+    Ok(removed)
+}
+
+/// A running download, drained by Python on the thread that started it.
+#[pyclass(module = "ursa._core", frozen)]
+struct DownloadHandle {
+    inner: Download,
+}
+
+#[pymethods]
+impl DownloadHandle {
+    /// Events as `(kind, index)` (kind 0: job file done, 1: group published), waiting up
+    /// to `timeout_s` with the GIL released; `None` once the engine is finished.
+    fn next_events(&self, py: Python<'_>, timeout_s: f64) -> Option<Vec<(u8, usize)>> {
+        let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
+        let batch = py.detach(|| self.inner.next_events(timeout))?;
+        Some(
+            batch
+                .into_iter()
+                .map(|e| match e {
+                    Event::FileDone(i) => (0, i),
+                    Event::GroupDone(i) => (1, i),
+                })
+                .collect(),
+        )
+    }
+
+    fn bytes_done(&self) -> u64 {
+        self.inner
+            .progress
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn retries(&self) -> u64 {
+        self.inner
+            .progress
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// Raise the engine's error, if any (call after `next_events` returned None).
+    fn outcome(&self) -> PyResult<()> {
+        self.inner.outcome().map_err(to_py)
+    }
+}
+
+type JobTuple = (usize, String, u64, Option<String>, PathBuf, Option<usize>);
+
+#[pyfunction]
+#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry))]
+#[allow(clippy::too_many_arguments)]
+fn start_download(
+    specs: Vec<Bound<'_, PyDict>>,
+    jobs: Vec<JobTuple>,
+    groups: Vec<PathBuf>,
+    max_concurrency: usize,
+    part_size: u64,
+    overwrite: bool,
+    retry: (u32, f64, f64, f64),
+) -> PyResult<DownloadHandle> {
+    let stores = stores(&specs)?;
+    let (max_attempts, base, max, idle) = retry;
+    let seconds = |s: f64| {
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| PyValueError::new_err("retry delays must be finite and >= 0"))
+    };
+    let options = Options {
+        max_concurrency,
+        part_size,
+        overwrite,
+        retry: RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            base_delay: seconds(base)?,
+            max_delay: seconds(max)?,
+            idle_timeout: seconds(idle)?,
+        },
+    };
+    let jobs = jobs
+        .into_iter()
+        .map(|(store, key, size, etag, dest, group)| Job {
+            store,
+            key,
+            size,
+            etag,
+            dest,
+            group,
+        })
+        .collect();
+    let inner = transfer::start(&runtime(), stores, jobs, groups, options);
+    Ok(DownloadHandle { inner })
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CoreError", m.py().get_type::<CoreError>())?;
+    m.add_class::<DownloadHandle>()?;
+    m.add_function(wrap_pyfunction!(list_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(put_files, m)?)?;
+    m.add_function(wrap_pyfunction!(clean_stale, m)?)?;
+    m.add_function(wrap_pyfunction!(start_download, m)?)?;
+    let defaults = Options::default();
+    m.add("DEFAULT_MAX_CONCURRENCY", defaults.max_concurrency)?;
+    m.add("DEFAULT_PART_SIZE", defaults.part_size)?;
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! The download engine: runs planned jobs with one shared concurrency budget, splits
+//! large objects into parallel ranged GETs, verifies, publishes, and reports through a
+//! channel. It knows nothing of Python; callers drain `Download::next_events`.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fetch::{http_client, Fetch, Progress, Verifier};
+use crate::parts::split;
+use crate::retry::RetryPolicy;
+use crate::store::Store;
+use crate::writer::{Stage, TempFile};
+
+/// One object to download to `dest`. With `group`, `dest` lies inside that group's
+/// directory asset and the file is staged with it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub store: usize,
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub dest: PathBuf,
+    pub group: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub max_concurrency: usize,
+    pub part_size: u64,
+    pub overwrite: bool,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_concurrency: 32,
+            part_size: 16 << 20,
+            overwrite: false,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Job `n`'s file is complete and verified (published, or complete in its stage).
+    FileDone(usize),
+    /// Group `n`'s directory asset is published.
+    GroupDone(usize),
+}
+
+/// A running download. Dropping it does not stop it; call `cancel` then `wait`.
+pub struct Download {
+    events: Mutex<mpsc::Receiver<Event>>,
+    cancel: CancellationToken,
+    pub progress: Arc<Progress>,
+    outcome: Arc<Mutex<Option<Result<()>>>>,
+}
+
+impl Download {
+    /// Events ready within `timeout` (at least one, unless it elapses). `None` once the
+    /// engine has finished and every event has been handed out.
+    pub fn next_events(&self, timeout: Duration) -> Option<Vec<Event>> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let first = match events.recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Some(Vec::new()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        };
+        let mut batch = vec![first];
+        batch.extend(events.try_iter().take(4095));
+        Some(batch)
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The outcome, once `next_events` has returned `None`.
+    pub fn outcome(&self) -> Result<()> {
+        let slot = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        slot.clone()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Store, "the download has not finished")))
+    }
+}
+
+/// Directory assets of one download (their final directories).
+pub fn start(
+    runtime: &tokio::runtime::Runtime,
+    stores: Vec<Arc<Store>>,
+    jobs: Vec<Job>,
+    groups: Vec<PathBuf>,
+    options: Options,
+) -> Download {
+    let (tx, rx) = mpsc::channel();
+    let cancel = CancellationToken::new();
+    let progress = Arc::new(Progress::default());
+    let outcome = Arc::new(Mutex::new(None));
+    let engine = Engine {
+        stores,
+        options,
+        cancel: cancel.clone(),
+        progress: progress.clone(),
+        events: tx,
+        http: OnceCell::new(),
+    };
+    let slot = outcome.clone();
+    runtime.spawn(async move {
+        let engine = Arc::new(engine);
+        let result = engine.clone().run(jobs, groups).await;
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        // Dropping the last sender (the engine's) tells the caller the outcome is ready.
+    });
+    Download {
+        events: Mutex::new(rx),
+        cancel,
+        progress,
+        outcome,
+    }
+}
+
+struct Engine {
+    stores: Vec<Arc<Store>>,
+    options: Options,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+    events: mpsc::Sender<Event>,
+    http: OnceCell<reqwest::Client>,
+}
+
+/// A directory asset in progress: published when its last file lands.
+struct GroupState {
+    index: usize,
+    dest: PathBuf,
+    stage: Mutex<Option<Stage>>,
+    remaining: AtomicUsize,
+}
+
+/// One object in progress: its parts share the temporary file.
+struct ObjectState {
+    index: usize,
+    job: Job,
+    parts: usize,
+    file: OnceCell<TempFile>,
+    remaining: AtomicUsize,
+    group: Option<Arc<GroupState>>,
+}
+
+impl Engine {
+    /// Every task is joined before this returns, so whatever happened, temporaries are
+    /// gone (dropped) by the time the caller hears the outcome.
+    async fn run(self: Arc<Self>, jobs: Vec<Job>, groups: Vec<PathBuf>) -> Result<()> {
+        let groups = self.prepare_dirs(&jobs, groups)?;
+        let semaphore = Arc::new(Semaphore::new(self.options.max_concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut failure: Option<Error> = None;
+        'jobs: for (index, job) in jobs.into_iter().enumerate() {
+            let ranges = split(job.size, self.options.part_size);
+            let group = job.group.map(|g| groups[g].clone());
+            let object = Arc::new(ObjectState {
+                index,
+                parts: ranges.len(),
+                remaining: AtomicUsize::new(ranges.len()),
+                file: OnceCell::new(),
+                group,
+                job,
+            });
+            for range in ranges {
+                let permit = tokio::select! {
+                    _ = self.cancel.cancelled() => break 'jobs,
+                    permit = semaphore.clone().acquire_owned() => permit.expect("semaphore closed"),
+                };
+                tasks.spawn(self.clone().part(object.clone(), range, permit));
+                while let Some(done) = tasks.try_join_next() {
+                    note_failure(&mut failure, done);
+                }
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            note_failure(&mut failure, done);
+        }
+        match failure {
+            Some(err) => Err(err),
+            None if self.cancel.is_cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled")),
+            None => Ok(()),
+        }
+    }
+
+    /// Create every parent directory once, and a stage for each directory asset.
+    fn prepare_dirs(&self, jobs: &[Job], groups: Vec<PathBuf>) -> Result<Vec<Arc<GroupState>>> {
+        let mut counts = vec![0usize; groups.len()];
+        for job in jobs {
+            if let Some(g) = job.group {
+                counts[g] += 1;
+            }
+        }
+        let mut stages = Vec::with_capacity(groups.len());
+        for (index, dest) in groups.into_iter().enumerate() {
+            if let Some(parent) = dest.parent() {
+                create_dir_all(parent)?;
+            }
+            let stage = Stage::create(&dest)?;
+            stages.push(Arc::new(GroupState {
+                index,
+                dest,
+                stage: Mutex::new(Some(stage)),
+                remaining: AtomicUsize::new(counts[index]),
+            }));
+        }
+        let mut dirs = BTreeSet::new();
+        for job in jobs {
+            let parent = match job.group {
+                Some(g) => staged_dest(&stages[g], &job.dest),
+                None => job.dest.clone(),
+            };
+            if let Some(dir) = parent.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            create_dir_all(&dir)?;
+        }
+        Ok(stages)
+    }
+
+    async fn part(
+        self: Arc<Self>,
+        object: Arc<ObjectState>,
+        range: Range<u64>,
+        _permit: OwnedSemaphorePermit,
+    ) -> Result<()> {
+        let result = tokio::select! {
+            _ = self.cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled")),
+            result = self.fetch_part(&object, range) => result,
+        };
+        if let Err(err) = &result {
+            if err.kind != ErrorKind::Cancelled {
+                self.cancel.cancel(); // the first failure stops the whole download
+            }
+        }
+        result
+    }
+
+    async fn fetch_part(&self, object: &ObjectState, range: Range<u64>) -> Result<()> {
+        let job = &object.job;
+        let file = object
+            .file
+            .get_or_try_init(|| async {
+                let staged = object.group.as_ref().map(|g| staged_dest(g, &job.dest));
+                let path = staged.as_ref().unwrap_or(&job.dest);
+                TempFile::create(path, job.size, staged.is_some()).map_err(|e| e.with_key(&job.key))
+            })
+            .await?;
+        let http = self
+            .http
+            .get_or_try_init(|| async { http_client(self.options.retry.idle_timeout) })
+            .await?;
+        let fetch = Fetch {
+            store: &self.stores[job.store],
+            http,
+            key: &job.key,
+            size: job.size,
+            etag: job.etag.as_deref(),
+            policy: &self.options.retry,
+            cancel: &self.cancel,
+            progress: &self.progress,
+        };
+        let whole = object.parts == 1;
+        let mut verifier = Verifier::for_etag(job.etag.as_deref());
+        fetch
+            .range_to_file(&file.file, range, whole.then_some(&mut verifier))
+            .await?;
+        if object.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        if !whole && verifier.has_checksum() {
+            self.verify_parts(&fetch, &file.file, &mut verifier).await?;
+        }
+        self.publish(object).await
+    }
+
+    /// A checksum over an object fetched in parts is checked once all parts are in; a
+    /// mismatch fetches the object again as one stream, under its own budget.
+    async fn verify_parts(
+        &self,
+        fetch: &Fetch<'_>,
+        file: &std::fs::File,
+        verifier: &mut Verifier,
+    ) -> Result<()> {
+        let hashed = tokio::task::block_in_place(|| hash_file(file, verifier, fetch.size));
+        match hashed.and_then(|()| verifier.finish(fetch.key)) {
+            Err(err) if err.kind == ErrorKind::Integrity => {
+                self.progress.retries.fetch_add(1, Ordering::Relaxed);
+                fetch.range_to_file(file, 0..fetch.size, Some(verifier)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn publish(&self, object: &ObjectState) -> Result<()> {
+        let job = &object.job;
+        let file = object.file.get().expect("file created before its parts ran");
+        match &object.group {
+            None => {
+                file.publish(&job.dest, self.options.overwrite)
+                    .map_err(|e| e.with_key(&job.key))?;
+                let _ = self.events.send(Event::FileDone(object.index));
+            }
+            Some(group) => {
+                let _ = self.events.send(Event::FileDone(object.index));
+                if group.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(stage) = stage {
+                        stage.publish(&group.dest, self.options.overwrite)?;
+                    }
+                    let _ = self.events.send(Event::GroupDone(group.index));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn staged_dest(group: &GroupState, dest: &std::path::Path) -> PathBuf {
+    let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner());
+    match stage.as_ref() {
+        Some(stage) => stage.staged_path(&group.dest, dest),
+        None => dest.to_path_buf(),
+    }
+}
+
+fn hash_file(file: &std::fs::File, verifier: &mut Verifier, size: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < size {
+        let n = ((size - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)
+            .map_err(|e| Error::io("reading back the download", &e))?;
+        verifier.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+fn create_dir_all(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(&format!("creating directory {}", dir.display()), &e))
+}
+
+/// Keep the most telling failure: a real error beats the cancellations it caused.
+fn note_failure(failure: &mut Option<Error>, done: std::result::Result<Result<()>, tokio::task::JoinError>) {
+    let err = match done {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err,
+        Err(join) => Error::new(ErrorKind::Store, format!("a download task failed: {join}")),
+    };
+    let replace = match failure {
+        None => true,
+        Some(current) => current.kind == ErrorKind::Cancelled && err.kind != ErrorKind::Cancelled,
+    };
+    if replace {
+        *failure = Some(err);
+    }
+}
