@@ -27,3 +27,30 @@ class ObjectStoreTransientError(ObjectStoreError):
     """A retryable transport fault (5xx, 429, 408, reset, truncated body, stall). Retried
     inside the engine; it surfaces only as the ``__cause__`` of an ``ObjectStoreError``
     once the retry budget is exhausted."""
+
+
+def _describe(message: str, key: str | None) -> str:
+    return f"{message} (key {key!r})" if key else message
+
+
+def from_core(exc: BaseException) -> BaseException:
+    """The documented exception for an engine error (``_core.CoreError``): the one place
+    where an error's kind decides its class."""
+    kind, message, key, attempts, cause = exc.args
+    error = _from_fault(kind, message, key, attempts)
+    if cause is not None:
+        error.__cause__ = _from_fault(*cause)
+    return error
+
+
+def _from_fault(kind: str, message: str, key: str | None, attempts: int) -> BaseException:
+    text = _describe(message, key)
+    if kind == "invalid_input":
+        return ValueError(text)
+    if kind == "file_exists":
+        return FileExistsError(text)
+    if kind == "io":
+        return OSError(text)
+    if kind == "transient":
+        return ObjectStoreTransientError(text, key=key, attempts=attempts)
+    return ObjectStoreError(text, key=key, attempts=attempts)

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{is_transient_status, parse_retry_after, Budget, RetryPolicy};
-use crate::store::{Body, Store};
+use crate::store::{Body, Store, CHECKSUM_MODE};
 
 /// Counters shared by every task of one download, read by the caller while it runs.
 #[derive(Debug, Default)]
@@ -53,11 +53,11 @@ pub(crate) async fn http_get(
     total: u64,
     etag: Option<&str>,
 ) -> Result<Body> {
-    let url = Store::presign(s3, path, key).await?;
     let whole = range.start == 0 && range.end == total;
+    let url = Store::presign(s3, path, key, whole).await?;
     let mut request = http.get(url);
     request = if whole {
-        request.header("x-amz-checksum-mode", "ENABLED")
+        request.header(CHECKSUM_MODE, "ENABLED")
     } else {
         request.header(RANGE, format!("bytes={}-{}", range.start, range.end - 1))
     };

@@ -13,12 +13,14 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::signer::Signer;
+use object_store::signer::{HeaderName, HeaderValue, SignedUrlOptions, Signer};
 use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
 use crate::error::{from_object_store, Error, ErrorKind, Result};
+
+pub(crate) const CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
 
 /// Where a store is and how to reach it. The secret never appears in `Debug`.
 #[derive(Clone)]
@@ -218,8 +220,19 @@ impl Store {
         })
     }
 
-    pub(crate) async fn presign(s3: &AmazonS3, path: &Path, key: &str) -> Result<reqwest::Url> {
-        s3.signed_url(reqwest::Method::GET, path, Duration::from_secs(3600))
+    /// A GET URL valid for an hour. `checksum` signs `x-amz-checksum-mode: ENABLED` into
+    /// it, asking the store for the object's full checksum (whole-object GETs only).
+    pub(crate) async fn presign(
+        s3: &AmazonS3,
+        path: &Path,
+        key: &str,
+        checksum: bool,
+    ) -> Result<reqwest::Url> {
+        let mut options = SignedUrlOptions::default();
+        if checksum {
+            options = options.with_signed_header(CHECKSUM_MODE, HeaderValue::from_static("ENABLED"));
+        }
+        s3.signed_url_opts(reqwest::Method::GET, path, Duration::from_secs(3600), &options)
             .await
             .map_err(|e| from_object_store(e, key))
     }

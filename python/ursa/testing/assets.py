@@ -1,0 +1,265 @@
+"""Deterministic builders of real fixture files (Zarr v3, Lance, MP4, Parquet, raw bytes).
+
+Each builder writes into a local directory ``parent`` (created if missing), refuses to
+replace an existing file or directory, and returns the path it created; uploading is the
+caller's business. The same arguments give the same content. Zarr, Parquet and the random
+byte files are byte-identical between runs; Lance datasets and MP4s hold identical data,
+but Lance names its files with fresh UUIDs and the MP4 encoder is not promised to be
+bit-exact across machines.
+
+PyAV, zarr and pylance are imported inside the builders that need them, so this module
+imports where one of them (PyAV in particular) is missing.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+__all__ = [
+    "write_blob",
+    "write_frame_index",
+    "write_lance_events",
+    "write_mp4",
+    "write_parquet",
+    "write_raw_segments",
+    "write_zarr",
+]
+
+# Random bytes are drawn in blocks of this size: memory stays bounded for multi-GiB files,
+# and the block size is fixed because numpy's ``bytes()`` output depends on how the draws
+# are split.
+_RANDOM_BLOCK_BYTES = 8 << 20
+# The Zarr array is filled this many bytes (rounded to whole chunks) at a time.
+_ZARR_SLAB_BYTES = 64 << 20
+_EVENT_LABELS = ("stimulus", "response", "artifact", "marker")
+_SENSORS = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
+
+
+def write_zarr(
+    parent: Path,
+    name: str = "eeg.zarr",
+    *,
+    channels: int = 8,
+    samples: int = 10_000,
+    chunk_samples: int = 1_000,
+    dtype: str = "float32",
+    sampling_rate_hz: float = 250.0,
+    seed: int = 0,
+) -> Path:
+    """A Zarr v3 group with one array ``data`` of shape ``(channels, samples)``, chunked
+    along samples only, and ``sampling_rate_hz`` in the group's and the array's attributes.
+
+    Chunks are stored uncompressed so their size is predictable: every chunk object is
+    exactly ``channels * chunk_samples * itemsize`` bytes (zarr stores the last, partial
+    chunk at full size too) and there are ``ceil(samples / chunk_samples)`` of them. The
+    defaults give 10 chunks of 32,000 bytes; ``samples=4_000_000`` gives 4,000.
+
+    The values are ``default_rng(seed).standard_normal((samples, channels),
+    dtype=float32).T * 50`` cast to ``dtype`` (noise at a plausible microvolt scale)."""
+    import zarr
+
+    if channels < 1 or samples < 1 or chunk_samples < 1:
+        raise ValueError("channels, samples and chunk_samples must be positive")
+    path = _fresh(parent, name)
+    group = zarr.open_group(path, mode="w-", zarr_format=3)
+    group.attrs["sampling_rate_hz"] = sampling_rate_hz
+    array = group.create_array(
+        "data",
+        shape=(channels, samples),
+        chunks=(channels, chunk_samples),
+        dtype=dtype,
+        compressors=None,
+        fill_value=0,
+        dimension_names=("channel", "sample"),
+        attributes={"sampling_rate_hz": sampling_rate_hz},
+    )
+    rng = np.random.default_rng(seed)
+    chunk_bytes = channels * chunk_samples * np.dtype(dtype).itemsize
+    slab = chunk_samples * max(1, _ZARR_SLAB_BYTES // chunk_bytes)
+    # Whole chunks per write: each chunk is encoded once, and zarr writes a slab's chunks
+    # concurrently. Drawing sample-major keeps the values independent of the slab size.
+    for start in range(0, samples, slab):
+        stop = min(samples, start + slab)
+        noise = rng.standard_normal((stop - start, channels), dtype=np.float32).T * 50
+        array[:, start:stop] = noise.astype(dtype)
+    return path
+
+
+def write_lance_events(
+    parent: Path, name: str = "events.lance", *, rows: int = 1_000, seed: int = 0
+) -> Path:
+    """A Lance dataset of events: ``timestamp_s`` (float64, increasing), ``label``
+    (string) and ``value`` (int64)."""
+    import lance
+    import pyarrow as pa
+
+    path = _fresh(parent, name)
+    rng = np.random.default_rng(seed)
+    table = pa.table(
+        {
+            "timestamp_s": pa.array(np.cumsum(rng.exponential(0.5, rows)), pa.float64()),
+            "label": pa.array([_EVENT_LABELS[i] for i in rng.integers(0, 4, rows)], pa.string()),
+            "value": pa.array(rng.integers(0, 1_000, rows), pa.int64()),
+        }
+    )
+    lance.write_dataset(table, str(path))
+    return path
+
+
+def write_mp4(
+    parent: Path,
+    name: str = "camera.mp4",
+    *,
+    frames: int = 60,
+    width: int = 160,
+    height: int = 120,
+    fps: int = 30,
+    seed: int = 0,
+) -> Path:
+    """An MP4 of ``frames`` frames (H.264 when PyAV has an encoder for it, else MPEG-4
+    part 2): a seeded colour gradient with a square moving across it, one keyframe per
+    second so a frame index has several."""
+    import av
+
+    if width % 2 or height % 2:
+        raise ValueError("width and height must be even (yuv420p)")
+    path = _fresh(parent, name)
+    rng = np.random.default_rng(seed)
+    gradient = np.linspace(0.0, 1.0, width)[None, :, None] * rng.integers(0, 256, 3)
+    background = np.broadcast_to(gradient, (height, width, 3)).astype(np.uint8)
+    square_colour = rng.integers(0, 256, 3, dtype=np.uint8)
+    side = max(2, min(width, height) // 4)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(_video_codec(), rate=fps)
+        assert isinstance(stream, av.VideoStream)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = fps
+        for i in range(frames):
+            image = background.copy()
+            x = (i * 3) % (width - side + 1)
+            y = (height - side) // 2
+            image[y : y + side, x : x + side] = square_colour
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush the encoder's delayed frames
+    return path
+
+
+def write_frame_index(mp4: Path) -> Path:
+    """Decode ``mp4`` and write its frame index, the Lance dataset at ``str(mp4) + ".lance"``:
+    one row per frame in presentation order with ``frame`` (int64), ``pts`` (int64, in
+    the video stream's time base), ``time_s`` (float64) and ``keyframe`` (bool)."""
+    import av
+    import lance
+    import pyarrow as pa
+
+    path = Path(str(mp4) + ".lance")
+    if path.exists():
+        raise FileExistsError(path)
+    pts: list[int] = []
+    time_s: list[float] = []
+    keyframe: list[bool] = []
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise ValueError(f"{mp4}: a decoded frame has no pts")
+            pts.append(frame.pts)
+            time_s.append(float(frame.pts * stream.time_base))
+            keyframe.append(bool(frame.key_frame))
+    table = pa.table(
+        {
+            "frame": pa.array(range(len(pts)), pa.int64()),
+            "pts": pa.array(pts, pa.int64()),
+            "time_s": pa.array(time_s, pa.float64()),
+            "keyframe": pa.array(keyframe, pa.bool_()),
+        }
+    )
+    lance.write_dataset(table, str(path))
+    return path
+
+
+def write_parquet(
+    parent: Path, name: str = "table.parquet", *, rows: int = 1_000, seed: int = 0
+) -> Path:
+    """A Parquet file of sensor readings: ``timestamp_s`` (float64), ``sensor`` (string),
+    ``value`` (float64)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = _fresh(parent, name)
+    rng = np.random.default_rng(seed)
+    table = pa.table(
+        {
+            "timestamp_s": pa.array(np.arange(rows) / 100.0, pa.float64()),
+            "sensor": pa.array([_SENSORS[i] for i in rng.integers(0, 6, rows)], pa.string()),
+            "value": pa.array(rng.standard_normal(rows), pa.float64()),
+        }
+    )
+    pq.write_table(table, str(path))
+    return path
+
+
+def write_blob(parent: Path, name: str, size_bytes: int, seed: int = 0) -> Path:
+    """A file of exactly ``size_bytes`` random bytes, written in bounded memory."""
+    if size_bytes < 0:
+        raise ValueError("size_bytes must be >= 0")
+    path = _fresh(parent, name)
+    with open(path, "wb") as f:
+        _write_random(f, np.random.default_rng(seed), size_bytes)
+    return path
+
+
+def write_raw_segments(
+    parent: Path, *, count: int, size_bytes: int, seed: int = 0, prefix: str = "seg-"
+) -> list[Path]:
+    """``count`` files of exactly ``size_bytes`` random bytes each, named
+    ``<prefix><index>.bin`` with the index counted from 0 and zero-padded (at least six
+    digits) so the names' byte order is the stream order. Returned in stream order."""
+    if count < 0 or size_bytes < 0:
+        raise ValueError("count and size_bytes must be >= 0")
+    width = max(6, len(str(count - 1)))
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        path = _fresh(parent, f"{prefix}{index:0{width}d}.bin")
+        with open(path, "wb") as f:
+            _write_random(f, rng, size_bytes)
+        paths.append(path)
+    return paths
+
+
+def _fresh(parent: Path, name: str) -> Path:
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / name
+    if path.exists():
+        raise FileExistsError(path)
+    return path
+
+
+def _write_random(f: BinaryIO, rng: np.random.Generator, size_bytes: int) -> None:
+    blocks = size_bytes // _RANDOM_BLOCK_BYTES
+    f.writelines(rng.bytes(_RANDOM_BLOCK_BYTES) for _ in range(blocks))
+    f.write(rng.bytes(size_bytes % _RANDOM_BLOCK_BYTES))
+
+
+def _video_codec() -> str:
+    import av
+
+    for codec in ("libx264", "h264", "mpeg4"):
+        try:
+            av.codec.Codec(codec, "w")
+        except ValueError:  # UnknownCodecError: not built into this FFmpeg
+            continue
+        return codec
+    raise RuntimeError("PyAV's FFmpeg has neither an H.264 nor an MPEG-4 encoder")

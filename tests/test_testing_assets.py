@@ -1,0 +1,140 @@
+"""The fixture builders write files the real libraries open, with the promised content."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zarr
+from ursa.testing import assets
+
+
+def _expected_eeg(channels: int, samples: int, dtype: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((samples, channels), dtype=np.float32).T * 50).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_zarr_reads_back_the_documented_values(tmp_path: Path, dtype: str) -> None:
+    path = assets.write_zarr(
+        tmp_path, channels=3, samples=2_500, chunk_samples=1_000, dtype=dtype, seed=7
+    )
+    assert path == tmp_path / "eeg.zarr"
+    group = zarr.open_group(path, mode="r")
+    data = group["data"]
+    assert isinstance(data, zarr.Array)
+    assert data.shape == (3, 2_500)
+    assert data.chunks == (3, 1_000)
+    assert data.dtype == np.dtype(dtype)
+    assert group.attrs["sampling_rate_hz"] == 250.0
+    assert data.attrs["sampling_rate_hz"] == 250.0
+    np.testing.assert_array_equal(data[:], _expected_eeg(3, 2_500, dtype, seed=7))
+
+
+def test_zarr_chunks_are_uncompressed_and_of_predictable_size(tmp_path: Path) -> None:
+    path = assets.write_zarr(tmp_path, channels=8, samples=5_500, chunk_samples=1_000)
+    chunks = sorted((path / "data" / "c").rglob("*"))
+    chunk_files = [c for c in chunks if c.is_file()]
+    assert len(chunk_files) == 6  # ceil(5_500 / 1_000), the partial one stored full size
+    assert {c.stat().st_size for c in chunk_files} == {8 * 1_000 * 4}
+
+
+def test_zarr_values_do_not_depend_on_the_write_slab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(assets, "_ZARR_SLAB_BYTES", 1)  # one chunk per write
+    path = assets.write_zarr(tmp_path, channels=2, samples=950, chunk_samples=100, seed=3)
+    data = zarr.open_group(path, mode="r")["data"]
+    assert isinstance(data, zarr.Array)
+    np.testing.assert_array_equal(data[:], _expected_eeg(2, 950, "float32", seed=3))
+
+
+def test_builders_refuse_to_replace(tmp_path: Path) -> None:
+    assets.write_zarr(tmp_path, samples=10, chunk_samples=10)
+    with pytest.raises(FileExistsError):
+        assets.write_zarr(tmp_path, samples=10, chunk_samples=10)
+    assets.write_blob(tmp_path, "b.bin", 1)
+    with pytest.raises(FileExistsError):
+        assets.write_blob(tmp_path, "b.bin", 1)
+
+
+def test_lance_events(tmp_path: Path) -> None:
+    path = assets.write_lance_events(tmp_path, rows=500, seed=1)
+    assert path == tmp_path / "events.lance"
+    dataset = lance.dataset(str(path))
+    assert dataset.count_rows() == 500
+    table = dataset.to_table()
+    assert table.schema.names == ["timestamp_s", "label", "value"]
+    assert table.schema.field("timestamp_s").type == pa.float64()
+    assert table.schema.field("label").type == pa.string()
+    assert table.schema.field("value").type == pa.int64()
+    assert np.all(np.diff(table.column("timestamp_s").to_numpy()) > 0)
+    again = lance.dataset(str(assets.write_lance_events(tmp_path, "again.lance", rows=500, seed=1)))
+    assert again.to_table().equals(table)
+
+
+def test_mp4_decodes_and_frame_index_matches(tmp_path: Path) -> None:
+    mp4 = assets.write_mp4(tmp_path, frames=45, width=64, height=48, fps=15, seed=2)
+    assert mp4 == tmp_path / "camera.mp4"
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        decoded = [(f.pts, f.key_frame, f.width, f.height) for f in container.decode(stream)]
+    assert len(decoded) == 45
+    assert {(w, h) for _, _, w, h in decoded} == {(64, 48)}
+
+    index_path = assets.write_frame_index(mp4)
+    assert index_path == tmp_path / "camera.mp4.lance"
+    index = lance.dataset(str(index_path)).to_table()
+    assert index.schema.names == ["frame", "pts", "time_s", "keyframe"]
+    assert index.schema.field("keyframe").type == pa.bool_()
+    assert index.column("frame").to_pylist() == list(range(45))
+    assert index.column("pts").to_pylist() == [pts for pts, _, _, _ in decoded]
+    assert index.column("keyframe").to_pylist() == [key for _, key, _, _ in decoded]
+    assert index.column("keyframe").to_pylist()[0] is True
+    assert sum(index.column("keyframe").to_pylist()) == 3  # one per second at 15 fps
+    np.testing.assert_allclose(index.column("time_s").to_numpy(), np.arange(45) / 15)
+    with pytest.raises(FileExistsError):
+        assets.write_frame_index(mp4)
+
+
+def test_parquet(tmp_path: Path) -> None:
+    path = assets.write_parquet(tmp_path, rows=321, seed=4)
+    table = pq.read_table(path)
+    assert table.num_rows == 321
+    assert table.schema.names == ["timestamp_s", "sensor", "value"]
+    again = assets.write_parquet(tmp_path, "again.parquet", rows=321, seed=4)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_blob_has_exact_size_and_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(assets, "_RANDOM_BLOCK_BYTES", 1_000)  # exercise several blocks
+    a = assets.write_blob(tmp_path, "a.bin", 2_500, seed=5)
+    b = assets.write_blob(tmp_path, "b.bin", 2_500, seed=5)
+    c = assets.write_blob(tmp_path, "c.bin", 2_500, seed=6)
+    assert a.stat().st_size == 2_500
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+    assert assets.write_blob(tmp_path, "empty.bin", 0).stat().st_size == 0
+
+
+def test_raw_segments_sizes_and_order(tmp_path: Path) -> None:
+    paths = assets.write_raw_segments(tmp_path / "raw", count=12, size_bytes=777, seed=8)
+    assert [p.name for p in paths][:2] == ["seg-000000.bin", "seg-000001.bin"]
+    assert paths == sorted((tmp_path / "raw").iterdir(), key=lambda p: p.name.encode())
+    assert all(p.stat().st_size == 777 for p in paths)
+    assert len({p.read_bytes() for p in paths}) == 12
+    other = assets.write_raw_segments(tmp_path / "raw", count=1, size_bytes=0, prefix="part-")
+    assert [p.name for p in other] == ["part-000000.bin"]
+
+
+def test_module_imports_without_pyav() -> None:
+    code = "import sys; sys.modules['av'] = None; import ursa.testing.assets"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
