@@ -115,7 +115,13 @@ class QueryResult(Sequence[ModalityRow]):
     __slots__ = ("_rows",)
 
     def __init__(self, rows: Iterable[ModalityRow] = ()) -> None:
-        self._rows: tuple[ModalityRow, ...] = tuple(sorted(rows, key=lambda r: r.sort_key))
+        ordered = tuple(sorted(rows, key=lambda r: r.sort_key))
+        object.__setattr__(self, "_rows", ordered)
+
+    _rows: tuple[ModalityRow, ...]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("QueryResult is immutable")
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -185,7 +191,10 @@ def build_filter(
         raise ValueError(f"status must be one of {(*STATUSES, 'all')}, got {status!r}")
     clauses = []
     if recording_hash is not None:
-        hashes = [recording_hash] if isinstance(recording_hash, str) else list(recording_hash)
+        if isinstance(recording_hash, str) or not isinstance(recording_hash, Iterable):
+            hashes = [recording_hash]
+        else:
+            hashes = list(recording_hash)
         for h in hashes:
             check_recording_hash(h)
         clauses.append(_in("recording_hash", hashes))
