@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ursa import _core
-from ursa.catalog import QueryResult, build_filter, query_dataset
+from ursa.catalog import ModalityRow, QueryResult, build_filter, query_dataset
 from ursa.download import Tuning, run
 from ursa.events import Emitter, ProgressCallback
 from ursa.layouts import check_layout
-from ursa.plan import DownloadPlan, make_plan
+from ursa.plan import DownloadPlan, make_plan, unique_rows
 from ursa.profiles import Profile, load_profile
 from ursa.retry import RetryPolicy
 from ursa.sources import check_source
@@ -67,7 +67,11 @@ class DataInterface:
         """The download as it would run — every path and size, the collisions, the byte
         total — with nothing written."""
         return make_plan(
-            self.profile, target, _dest(dest), check_source(source), check_layout(layout)
+            self.profile,
+            unique_rows(target),
+            _dest(dest),
+            check_source(source),
+            check_layout(layout),
         )
 
     def download(
@@ -90,10 +94,11 @@ class DataInterface:
         layout_ = check_layout(layout)
         tuning = _tuning(max_concurrency, part_size, retry, progress_interval)
         dest_path = _dest(dest)
+        rows = unique_rows(target)
+        scope = _scope(rows)
         emitter = Emitter(progress)
-        plan = make_plan(self.profile, target, dest_path, source_, layout_)
-        scope = _scope(plan)
         emitter.emit("start", bytes_done=0, retries=0, **scope)
+        plan = make_plan(self.profile, rows, dest_path, source_, layout_)
         if plan.collisions and not overwrite:
             raise FileExistsError(
                 f"{plan.collisions[0]} already exists; pass overwrite=True to replace it"
@@ -114,10 +119,10 @@ def _dest(dest: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _scope(plan: DownloadPlan) -> dict[str, str | None]:
+def _scope(rows: tuple[ModalityRow, ...]) -> dict[str, str | None]:
     """Call-scoped events name the recording/modality only when the call has one."""
-    hashes = {r.recording_hash for r in plan.rows}
-    modalities = {r.modality for r in plan.rows}
+    hashes = {r.recording_hash for r in rows}
+    modalities = {r.modality for r in rows}
     return {
         "recording_hash": next(iter(hashes)) if len(hashes) == 1 else None,
         "modality": next(iter(modalities)) if len(modalities) == 1 else None,

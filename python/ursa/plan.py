@@ -70,12 +70,11 @@ def unique_rows(target: QueryResult | Iterable[QueryResult]) -> tuple[ModalityRo
 
 def make_plan(
     profile: Profile,
-    target: QueryResult | Iterable[QueryResult],
+    rows: tuple[ModalityRow, ...],
     dest: Path,
     source: Source,
     layout: Layout,
 ) -> DownloadPlan:
-    rows = unique_rows(target)
     row_parts = [parts_for(row, source) for row in rows]
     if profile.assets_bucket is None and any(p.processed for ps in row_parts for p in ps):
         raise ValueError(

@@ -75,6 +75,9 @@ class RichProgress:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if e is not None and self._task is not None:
+            # On an error or Ctrl+C leave no half-drawn bar: the error line says it all.
+            self._progress.remove_task(self._task)
         self._progress.stop()
 
     def __call__(self, e: DownloadProgress) -> None:
