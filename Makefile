@@ -37,6 +37,7 @@ test: build lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/pytest benches -p no:cacheprovider --benchmark-only
 

@@ -1,0 +1,214 @@
+"""Benchmark fixtures: one SeaweedFS for the whole run, the workloads built into it by
+ursa.testing, and a collector that writes the ratio table to docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ursa import Profile
+from ursa.testing import RowSpec, build_recording
+from ursa.testing.seaweed import SeaweedServer, start_seaweed
+
+KEY, SECRET = "bench-access", "bench-secret-not-printed"
+MiB, GiB = 1 << 20, 1 << 30
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = Path(__file__).with_name("runner.py")
+
+# name → (rows, bucket, source, status, what): the same bytes for every tool.
+WORKLOADS: dict[str, tuple[list[RowSpec], str, str, str, str]] = {
+    "raw-2000x256KiB": (
+        [RowSpec("eeg", status="raw", segments=2000, segment_size=256 << 10)],
+        "ursa-raw",
+        "raw",
+        "raw",
+        "2,000 raw segments of 256 KiB",
+    ),
+    "mp4-1GiB": (
+        [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=GiB)],
+        "ursa-assets",
+        "auto",
+        "ingested",
+        "one 1 GiB MP4 (+ its small frame index)",
+    ),
+    "zarr-4000x32KiB": (
+        [RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=4000)],
+        "ursa-assets",
+        "auto",
+        "ingested",
+        "a Zarr store of 4,000 chunks of 32 KiB",
+    ),
+    "mixed-session": (
+        [
+            RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=500),
+            RowSpec("events", asset_format="lance", segments=1, segment_size=1, events=20_000),
+            RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=512 * MiB),
+            RowSpec("imu", asset_format="parquet", segments=1, segment_size=1, table_rows=50_000),
+        ],
+        "ursa-assets",
+        "auto",
+        "ingested",
+        "Zarr (500 chunks) + Lance + 512 MiB MP4 + Parquet",
+    ),
+    "tiny-20000x4KiB": (
+        [RowSpec("events", status="raw", segments=20_000, segment_size=4 << 10)],
+        "ursa-raw",
+        "raw",
+        "raw",
+        "20,000 raw segments of 4 KiB",
+    ),
+}
+TOOLS = ("ursa", "s5cmd", "rclone", "obstore", "boto3")
+
+
+def selected(env: str, every: tuple[str, ...]) -> list[str]:
+    wanted = os.environ.get(env)
+    return [w for w in every if not wanted or w in wanted.split(",")]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    with start_seaweed(
+        tmp_path_factory.mktemp("seaweed"), access_key_id=KEY, secret_access_key=SECRET
+    ) as s:
+        for bucket in ("ursa-catalog", "ursa-raw", "ursa-assets"):
+            s.create_bucket(bucket)
+        yield s
+
+
+@pytest.fixture(scope="session")
+def profile_fields(server: SeaweedServer) -> dict[str, Any]:
+    return {
+        "name": "bench",
+        "endpoint": server.endpoint,
+        "allow_http": True,
+        "catalog": "s3://ursa-catalog/catalog.lance",
+        "raw_bucket": "ursa-raw",
+        "assets_bucket": "ursa-assets",
+    }
+
+
+_built: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture
+def workload(
+    request: pytest.FixtureRequest,
+    profile_fields: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    name: str = request.param
+    if name not in _built:
+        rows, bucket, source, status, _ = WORKLOADS[name]
+        profile = Profile(**profile_fields, access_key_id=KEY, secret_access_key=SECRET)
+        rec = build_recording(
+            profile, rows, seed=abs(hash(name)) % 10_000, workdir=tmp_path_factory.mktemp("build")
+        )
+        prefix = f"{rec.recording_hash}/"
+        _built[name] = {
+            "name": name,
+            "endpoint": profile_fields["endpoint"],
+            "bucket": bucket,
+            "prefix": prefix,
+            "profile": profile_fields,
+            "recording_hash": rec.recording_hash,
+            "source": source,
+            "status": status,
+            "concurrency": 64,
+            "part_size": 16 * MiB,
+        }
+    return _built[name]
+
+
+@dataclass
+class Measure:
+    wall_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
+    rss_kib: list[int] = field(default_factory=list)
+    bytes: int = 0
+
+
+RESULTS: dict[str, dict[str, Measure]] = {}
+
+
+def run_tool(tool: str, spec: dict[str, Any], dest: Path) -> dict[str, Any]:
+    """One run of one tool in its own process; wall time from inside, CPU and peak RSS
+    from the OS (wait4)."""
+    spec_file = dest.with_suffix(".json")
+    spec_file.write_text(json.dumps(spec))
+    env = os.environ | {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+    proc = subprocess.Popen(
+        [sys.executable, str(RUNNER), tool, str(spec_file), str(dest)],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"{tool} failed"
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    result["rss_kib"] = usage.ru_maxrss
+    return result
+
+
+def record(workload: str, tool: str, result: dict[str, Any]) -> None:
+    peers = RESULTS.setdefault(workload, {})
+    for other, measure in peers.items():
+        assert measure.bytes == result["bytes"], f"{tool} and {other} wrote different byte counts"
+    m = peers.setdefault(tool, Measure())
+    m.wall_s.append(result["wall_s"])
+    m.cpu_s.append(result["cpu_s"])
+    m.rss_kib.append(result["rss_kib"])
+    m.bytes = result["bytes"]
+
+
+def table() -> str:
+    lines = []
+    for workload, tools in RESULTS.items():
+        what = WORKLOADS[workload][4]
+        medians = {t: statistics.median(m.wall_s) for t, m in tools.items()}
+        peers = {t: v for t, v in medians.items() if t != "ursa"}
+        best = min(peers, key=peers.__getitem__) if peers else None
+        lines += [
+            f"### {workload} — {what}",
+            "",
+            "| tool | median s (runs) | MB/s | vs best peer | CPU s/GiB | peak RSS MiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for tool in sorted(tools, key=medians.__getitem__):
+            m = tools[tool]
+            gib = m.bytes / GiB
+            ratio = f"{medians[tool] / peers[best]:.2f}× {best}" if best else "—"
+            lines.append(
+                f"| {tool} | {medians[tool]:.2f} ({len(m.wall_s)}) | {m.bytes / medians[tool] / 1e6:,.0f} "
+                f"| {ratio} | {statistics.median(m.cpu_s) / gib:.2f} | {max(m.rss_kib) / 1024:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not RESULTS:
+        return
+    out = ROOT / "docs" / "benchmarks-latest.md"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header = (
+        f"# Latest benchmark run ({stamp})\n\nProduced by `make bench` "
+        f"(`{' '.join(sys.argv[1:]) or 'pytest benches'}`): every tool downloads the same "
+        "objects from one SeaweedFS on loopback, each run in a fresh directory and its own "
+        "process. Time is the transfer measured inside the process (median of the runs); "
+        "CPU is the client process's user+sys; the ratio is ursa's (or the tool's) median "
+        "over the best peer's.\n\n"
+    )
+    out.write_text(header + table())
+    print("\n" + table())

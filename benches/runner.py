@@ -1,0 +1,187 @@
+"""Run one tool on one workload in this process and print what it did as JSON.
+
+Every tool runs in its own process (started by the benchmark) so that its CPU time and
+peak RSS can be read from the OS. The transfer is timed inside the process, around the
+download itself, so that interpreter start-up does not count against the Python tools.
+
+    python benches/runner.py TOOL SPEC_JSON DEST
+
+SPEC_JSON: {"endpoint", "bucket", "prefix", "profile": {...}, "recording_hash", "source",
+"status", "concurrency", "part_size"}; credentials come from the environment
+(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MiB = 1 << 20
+
+
+def _keys() -> tuple[str, str]:
+    return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+
+
+def run_ursa(spec: dict[str, Any], dest: Path) -> int:
+    from ursa import DataInterface, DownloadProgress, Profile
+
+    key, secret = _keys()
+    profile = Profile(**spec["profile"], access_key_id=key, secret_access_key=secret)
+    data = DataInterface(profile)
+    rows = data.query(recording_hash=spec["recording_hash"], status=spec["status"])
+    seen = 0
+
+    def progress(event: DownloadProgress) -> None:  # a callback attached, as users do
+        nonlocal seen
+        seen += 1
+
+    paths = data.download(rows, dest, source=spec["source"], progress=progress)
+    assert seen >= len(paths)
+    return len(paths)
+
+
+def run_s5cmd(spec: dict[str, Any], dest: Path) -> int:
+    s5cmd = shutil.which("s5cmd", path=os.path.dirname(sys.executable)) or "s5cmd"
+    src = f"s3://{spec['bucket']}/{spec['prefix']}*"
+    subprocess.run(
+        [s5cmd, "--endpoint-url", spec["endpoint"], "--numworkers", str(spec["concurrency"]),
+         "cp", "--concurrency", "8", "--part-size", str(spec["part_size"] // MiB), src, f"{dest}/"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return -1
+
+
+def run_rclone(spec: dict[str, Any], dest: Path) -> int:
+    rclone = shutil.which("rclone", path=os.path.dirname(sys.executable)) or "rclone"
+    key, secret = _keys()
+    env = os.environ | {
+        "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+        "RCLONE_CONFIG_BENCH_ENDPOINT": spec["endpoint"],
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": key,
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
+        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+    }
+    subprocess.run(
+        ["rclone", "copy", f"bench:{spec['bucket']}/{spec['prefix']}", str(dest),
+         "--transfers", str(spec["concurrency"]), "--checkers", str(spec["concurrency"]),
+         "--multi-thread-streams", "8", "--multi-thread-cutoff", f"{spec['part_size'] // MiB}M",
+         "--multi-thread-chunk-size", f"{spec['part_size'] // MiB}M", "--no-check-dest",
+         "--config", "/dev/null"],
+        check=True, env=env, executable=rclone,
+    )  # fmt: skip
+    return -1
+
+
+def run_obstore(spec: dict[str, Any], dest: Path) -> int:
+    import obstore
+    from obstore.store import S3Store
+
+    key, secret = _keys()
+    store = S3Store(
+        spec["bucket"], endpoint=spec["endpoint"], region="us-east-1",
+        access_key_id=key, secret_access_key=secret, client_options={"allow_http": True},
+    )  # fmt: skip
+    part = spec["part_size"]
+
+    async def fetch(meta: Any, sem: asyncio.Semaphore) -> None:
+        path = dest / meta["path"][len(spec["prefix"]) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = meta["size"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if size <= part:
+                async with sem:
+                    result = await obstore.get_async(store, meta["path"])
+                    offset = 0
+                    async for chunk in result.stream():
+                        os.pwrite(fd, chunk, offset)
+                        offset += len(chunk)
+                return
+
+            async def ranged(start: int) -> None:
+                async with sem:
+                    end = min(start + part, size)
+                    data = await obstore.get_range_async(store, meta["path"], start=start, end=end)
+                    os.pwrite(fd, memoryview(data), start)
+
+            await asyncio.gather(*(ranged(s) for s in range(0, size, part)))
+        finally:
+            os.close(fd)
+
+    async def main() -> int:
+        objects = [m async for batch in obstore.list(store, spec["prefix"]) for m in batch]
+        sem = asyncio.Semaphore(spec["concurrency"])
+        await asyncio.gather(*(fetch(m, sem) for m in objects))
+        return len(objects)
+
+    return asyncio.run(main())
+
+
+def run_boto3(spec: dict[str, Any], dest: Path) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+
+    key, secret = _keys()
+    conc = spec["concurrency"]
+    s3 = boto3.client(
+        "s3", endpoint_url=spec["endpoint"], aws_access_key_id=key, aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=conc, s3={"addressing_style": "path"}),
+    )  # fmt: skip
+    config = TransferConfig(
+        multipart_threshold=spec["part_size"], multipart_chunksize=spec["part_size"],
+        max_concurrency=8,
+    )  # fmt: skip
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=spec["bucket"], Prefix=spec["prefix"]
+    )
+    keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+
+    def one(key: str) -> None:
+        path = dest / key[len(spec["prefix"]) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(spec["bucket"], key, str(path), Config=config)
+
+    with ThreadPoolExecutor(conc) as pool:
+        list(pool.map(one, keys))
+    return len(keys)
+
+
+TOOLS = {
+    "ursa": run_ursa,
+    "s5cmd": run_s5cmd,
+    "rclone": run_rclone,
+    "obstore": run_obstore,
+    "boto3": run_boto3,
+}
+
+
+def main() -> None:
+    tool, spec_json, dest = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    spec = json.loads(Path(spec_json).read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    TOOLS[tool](spec, dest)
+    wall = time.perf_counter() - started
+    files = [p for p in dest.rglob("*") if p.is_file()]
+    print(
+        json.dumps(
+            {"wall_s": wall, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
