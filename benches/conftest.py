@@ -188,10 +188,12 @@ def table() -> str:
         for tool in sorted(tools, key=medians.__getitem__):
             m = tools[tool]
             gib = m.bytes / GiB
-            ratio = f"{medians[tool] / peers[best]:.2f}× {best}" if best else "—"
+            ratio = f"{medians[tool] / peers[best]:.2f} of {best}" if best else "-"
+            rate = m.bytes / medians[tool] / 1e6
+            cpu = statistics.median(m.cpu_s) / gib
             lines.append(
-                f"| {tool} | {medians[tool]:.2f} ({len(m.wall_s)}) | {m.bytes / medians[tool] / 1e6:,.0f} "
-                f"| {ratio} | {statistics.median(m.cpu_s) / gib:.2f} | {max(m.rss_kib) / 1024:.0f} |"
+                f"| {tool} | {medians[tool]:.2f} ({len(m.wall_s)}) | {rate:,.0f} | {ratio} "
+                f"| {cpu:.2f} | {max(m.rss_kib) / 1024:.0f} |"
             )
         lines.append("")
     return "\n".join(lines)
