@@ -141,8 +141,8 @@ RESULTS: dict[str, dict[str, Measure]] = {}
 
 
 def run_tool(tool: str, spec: dict[str, Any], dest: Path) -> dict[str, Any]:
-    """One run of one tool in its own process; wall time from inside, CPU and peak RSS
-    from the OS (wait4)."""
+    """One run of one tool in its own process: wall time and peak RSS from inside (VmHWM),
+    CPU from the OS (wait4, children included)."""
     spec_file = dest.with_suffix(".json")
     spec_file.write_text(json.dumps(spec))
     env = os.environ | {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
@@ -151,13 +151,13 @@ def run_tool(tool: str, spec: dict[str, Any], dest: Path) -> dict[str, Any]:
         env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
-    out = proc.stdout.read()
+    with proc.stdout:
+        out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, f"{tool} failed"
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    result["cpu_s"] = usage.ru_utime + usage.ru_stime
-    result["rss_kib"] = usage.ru_maxrss
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # includes the tool's own children
     return result
 
 
@@ -187,7 +187,7 @@ def table() -> str:
         ]
         for tool in sorted(tools, key=medians.__getitem__):
             m = tools[tool]
-            gib = m.bytes / GiB
+            gib = max(m.bytes, 1) / GiB
             ratio = f"{medians[tool] / peers[best]:.2f} of {best}" if best else "-"
             rate = m.bytes / medians[tool] / 1e6
             cpu = statistics.median(m.cpu_s) / gib

@@ -14,6 +14,7 @@ SPEC_JSON: {"endpoint", "bucket", "prefix", "profile": {...}, "recording_hash", 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,31 @@ MiB = 1 << 20
 
 def _keys() -> tuple[str, str]:
     return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+
+
+def _hwm_kib(pid: int | str = "self") -> int:
+    """Peak RSS (VmHWM) of a live process since its exec."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+PEAK_KIB = 0
+
+
+def _run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a CLI tool, sampling its peak RSS until it exits (the kernel's ru_maxrss of a
+    child also counts the forking parent's pages, so it cannot be used here)."""
+    global PEAK_KIB
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    while proc.poll() is None:
+        with contextlib.suppress(OSError, ValueError):  # it may exit between polls
+            PEAK_KIB = max(PEAK_KIB, _hwm_kib(proc.pid))
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv[0])
 
 
 def run_ursa(spec: dict[str, Any], dest: Path) -> int:
@@ -51,10 +77,9 @@ def run_ursa(spec: dict[str, Any], dest: Path) -> int:
 def run_s5cmd(spec: dict[str, Any], dest: Path) -> int:
     s5cmd = shutil.which("s5cmd", path=os.path.dirname(sys.executable)) or "s5cmd"
     src = f"s3://{spec['bucket']}/{spec['prefix']}*"
-    subprocess.run(
+    _run_cli(
         [s5cmd, "--endpoint-url", spec["endpoint"], "--numworkers", str(spec["concurrency"]),
          "cp", "--concurrency", "8", "--part-size", str(spec["part_size"] // MiB), src, f"{dest}/"],
-        check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     return -1
 
@@ -70,13 +95,13 @@ def run_rclone(spec: dict[str, Any], dest: Path) -> int:
         "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": secret,
         "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
     }
-    subprocess.run(
-        ["rclone", "copy", f"bench:{spec['bucket']}/{spec['prefix']}", str(dest),
+    _run_cli(
+        [rclone, "copy", f"bench:{spec['bucket']}/{spec['prefix']}", str(dest),
          "--transfers", str(spec["concurrency"]), "--checkers", str(spec["concurrency"]),
          "--multi-thread-streams", "8", "--multi-thread-cutoff", f"{spec['part_size'] // MiB}M",
          "--multi-thread-chunk-size", f"{spec['part_size'] // MiB}M", "--no-check-dest",
          "--config", "/dev/null"],
-        check=True, env=env, executable=rclone,
+        env=env,
     )  # fmt: skip
     return -1
 
@@ -176,11 +201,9 @@ def main() -> None:
     TOOLS[tool](spec, dest)
     wall = time.perf_counter() - started
     files = [p for p in dest.rglob("*") if p.is_file()]
-    print(
-        json.dumps(
-            {"wall_s": wall, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
-        )
-    )
+    peak = max(PEAK_KIB, _hwm_kib())
+    size = sum(p.stat().st_size for p in files)
+    print(json.dumps({"wall_s": wall, "files": len(files), "bytes": size, "rss_kib": peak}))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ pub fn from_object_store(err: object_store::Error, key: &str) -> Error {
         _ => ErrorKind::Store,
     };
     let message = match kind {
+        ErrorKind::InvalidInput => format!("unsafe object key: {}", first_line(&err.to_string())),
         ErrorKind::PermissionDenied => format!(
             "access denied for {key:?}: the credentials are wrong, expired or lack permission ({})",
             first_line(&err.to_string())

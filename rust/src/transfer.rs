@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,10 +151,60 @@ struct GroupState {
 struct ObjectState {
     index: usize,
     job: Job,
-    parts: usize,
+    ranges: Vec<Range<u64>>,
     file: OnceCell<TempFile>,
     remaining: AtomicUsize,
     group: Option<Arc<GroupState>>,
+    /// For objects fetched in parts with a checksum: hashed in order as parts land.
+    digest: Option<OrderedDigest>,
+}
+
+/// Hashes an object's parts in order while later parts are still downloading, so a
+/// checksum costs little more wall time than the last part's share.
+struct OrderedDigest {
+    landed: Vec<AtomicBool>,
+    state: Mutex<(usize, Verifier)>,
+}
+
+impl OrderedDigest {
+    /// Mark part `i` landed and hash every landed part at the front, unless another task
+    /// is already doing so (it re-checks before letting go, so nothing is missed).
+    fn part_landed(&self, i: usize, file: &std::fs::File, ranges: &[Range<u64>]) -> Result<()> {
+        self.landed[i].store(true, Ordering::Release);
+        loop {
+            let Ok(mut state) = self.state.try_lock() else {
+                return Ok(());
+            };
+            let next = self.hash_ready(&mut state, file, ranges)?;
+            drop(state);
+            if next >= ranges.len() || !self.landed[next].load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn hash_ready(
+        &self,
+        state: &mut (usize, Verifier),
+        file: &std::fs::File,
+        ranges: &[Range<u64>],
+    ) -> Result<usize> {
+        while state.0 < ranges.len() && self.landed[state.0].load(Ordering::Acquire) {
+            tokio::task::block_in_place(|| hash_range(file, &mut state.1, ranges[state.0].clone()))?;
+            state.0 += 1;
+        }
+        Ok(state.0)
+    }
+
+    /// Once every part has landed: finish hashing (waiting for a task still at it) and check.
+    fn finish(&self, file: &std::fs::File, ranges: &[Range<u64>], key: &str) -> Result<()> {
+        tokio::task::block_in_place(|| {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.hash_ready(&mut state, file, ranges)?;
+            state.0 = 0;
+            state.1.finish(key)
+        })
+    }
 }
 
 impl Engine {
@@ -168,20 +218,26 @@ impl Engine {
         'jobs: for (index, job) in jobs.into_iter().enumerate() {
             let ranges = split(job.size, self.options.part_size);
             let group = job.group.map(|g| groups[g].clone());
+            let verifier = Verifier::for_etag(job.etag.as_deref());
+            let digest = (ranges.len() > 1 && verifier.has_checksum()).then(|| OrderedDigest {
+                landed: ranges.iter().map(|_| AtomicBool::new(false)).collect(),
+                state: Mutex::new((0, verifier)),
+            });
             let object = Arc::new(ObjectState {
                 index,
-                parts: ranges.len(),
                 remaining: AtomicUsize::new(ranges.len()),
+                ranges: ranges.clone(),
                 file: OnceCell::new(),
                 group,
                 job,
+                digest,
             });
-            for range in ranges {
+            for (part, range) in ranges.into_iter().enumerate() {
                 let permit = tokio::select! {
                     _ = self.cancel.cancelled() => break 'jobs,
                     permit = semaphore.clone().acquire_owned() => permit.expect("semaphore closed"),
                 };
-                tasks.spawn(self.clone().part(object.clone(), range, permit));
+                tasks.spawn(self.clone().part(object.clone(), part, range, permit));
                 while let Some(done) = tasks.try_join_next() {
                     note_failure(&mut failure, done);
                 }
@@ -237,12 +293,13 @@ impl Engine {
     async fn part(
         self: Arc<Self>,
         object: Arc<ObjectState>,
+        part: usize,
         range: Range<u64>,
         _permit: OwnedSemaphorePermit,
     ) -> Result<()> {
         let result = tokio::select! {
             _ = self.cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled")),
-            result = self.fetch_part(&object, range) => result,
+            result = self.fetch_part(&object, part, range) => result,
         };
         if let Err(err) = &result {
             if err.kind != ErrorKind::Cancelled {
@@ -252,7 +309,7 @@ impl Engine {
         result
     }
 
-    async fn fetch_part(&self, object: &ObjectState, range: Range<u64>) -> Result<()> {
+    async fn fetch_part(&self, object: &ObjectState, part: usize, range: Range<u64>) -> Result<()> {
         let job = &object.job;
         let file = object
             .file
@@ -276,36 +333,32 @@ impl Engine {
             cancel: &self.cancel,
             progress: &self.progress,
         };
-        let whole = object.parts == 1;
+        let whole = object.ranges.len() == 1;
         let mut verifier = Verifier::for_etag(job.etag.as_deref());
         fetch
             .range_to_file(&file.file, range, whole.then_some(&mut verifier))
             .await?;
+        if let Some(digest) = &object.digest {
+            digest
+                .part_landed(part, &file.file, &object.ranges)
+                .map_err(|e| e.with_key(&job.key))?;
+        }
         if object.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
-        if !whole && verifier.has_checksum() {
-            self.verify_parts(&fetch, &file.file, &mut verifier).await?;
+        if let Some(digest) = &object.digest {
+            if let Err(err) = digest.finish(&file.file, &object.ranges, &job.key) {
+                if err.kind != ErrorKind::Integrity {
+                    return Err(err);
+                }
+                // A bad checksum over parts: fetch the object again as one verified stream.
+                self.progress.retries.fetch_add(1, Ordering::Relaxed);
+                fetch
+                    .range_to_file(&file.file, 0..job.size, Some(&mut verifier))
+                    .await?;
+            }
         }
         self.publish(object).await
-    }
-
-    /// A checksum over an object fetched in parts is checked once all parts are in; a
-    /// mismatch fetches the object again as one stream, under its own budget.
-    async fn verify_parts(
-        &self,
-        fetch: &Fetch<'_>,
-        file: &std::fs::File,
-        verifier: &mut Verifier,
-    ) -> Result<()> {
-        let hashed = tokio::task::block_in_place(|| hash_file(file, verifier, fetch.size));
-        match hashed.and_then(|()| verifier.finish(fetch.key)) {
-            Err(err) if err.kind == ErrorKind::Integrity => {
-                self.progress.retries.fetch_add(1, Ordering::Relaxed);
-                fetch.range_to_file(file, 0..fetch.size, Some(verifier)).await
-            }
-            other => other,
-        }
     }
 
     async fn publish(&self, object: &ObjectState) -> Result<()> {
@@ -340,12 +393,12 @@ fn staged_dest(group: &GroupState, dest: &std::path::Path) -> PathBuf {
     }
 }
 
-fn hash_file(file: &std::fs::File, verifier: &mut Verifier, size: u64) -> Result<()> {
+fn hash_range(file: &std::fs::File, verifier: &mut Verifier, range: Range<u64>) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0;
-    while pos < size {
-        let n = ((size - pos) as usize).min(buf.len());
+    let mut buf = vec![0u8; (range.end - range.start).min(4 << 20) as usize];
+    let mut pos = range.start;
+    while pos < range.end {
+        let n = ((range.end - pos) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], pos)
             .map_err(|e| Error::io("reading back the download", &e))?;
         verifier.update(&buf[..n]);
