@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ursa import _core
 from ursa.catalog import ModalityRow
-from ursa.errors import from_core
+from ursa.errors import raise_from_core
 from ursa.events import Emitter
 from ursa.plan import DownloadPlan
 from ursa.retry import RetryPolicy
@@ -131,7 +131,7 @@ def run(plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool) -
                 _progress(emitter, plan, rows, counters)
         handle.outcome()
     except _core.CoreError as exc:
-        raise from_core(exc) from None
+        raise_from_core(exc)
     except BaseException:
         handle.cancel()
         while handle.next_events(_POLL_S) is not None:

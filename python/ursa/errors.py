@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class UrsaError(Exception):
     """Base class of ursa's own exceptions."""
@@ -31,6 +33,13 @@ class ObjectStoreTransientError(ObjectStoreError):
 
 def _describe(message: str, key: str | None) -> str:
     return f"{message} (key {key!r})" if key else message
+
+
+def raise_from_core(exc: BaseException) -> NoReturn:
+    """Raise the documented exception for an engine error, chained from its cause (the
+    last transient fault, when retries ran out) rather than from the engine's wrapper."""
+    error = from_core(exc)
+    raise error from error.__cause__
 
 
 def from_core(exc: BaseException) -> BaseException:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ursa import _core
 from ursa.catalog import ModalityRow, QueryResult
-from ursa.errors import ObjectStoreError, from_core
+from ursa.errors import ObjectStoreError, raise_from_core
 from ursa.layouts import Layout, row_dir
 from ursa.profiles import Profile
 from ursa.sources import Part, Source, parts_for
@@ -86,7 +86,7 @@ def make_plan(
     try:
         listings = _core.list_objects(list(stores), requests) if requests else []
     except _core.CoreError as exc:
-        raise from_core(exc) from None
+        raise_from_core(exc)
     files: list[PlannedFile] = []
     directories: list[Path] = []
     listing = iter(listings)

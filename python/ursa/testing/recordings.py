@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ursa import _core
 from ursa.catalog import ModalityRow, rows_to_arrow
-from ursa.errors import from_core
+from ursa.errors import raise_from_core
 from ursa.profiles import Profile, load_profile
 from ursa.stores import bucket_uri, lance_options, locate
 from ursa.testing import assets
@@ -165,7 +165,7 @@ def _upload(prof: Profile, base_uri: str, root: Path, files: Sequence[Path]) -> 
     try:
         _core.put_files(loc.spec, items, 16)
     except _core.CoreError as exc:
-        raise from_core(exc) from None
+        raise_from_core(exc)
 
 
 def write_catalog(profile: str | Profile, rows: Sequence[ModalityRow]) -> None:

@@ -1,0 +1,276 @@
+"""The fault matrix: faults injected by our proxy between ursa and a real SeaweedFS.
+Transient faults end in exact bytes with the retries counted; permanent ones raise
+ObjectStoreError naming the key and leave nothing partial behind."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import profile_for
+from faultproxy import FaultProxy, Rule
+from ursa import (
+    DataInterface,
+    DownloadProgress,
+    ObjectStoreError,
+    ObjectStoreTransientError,
+    Profile,
+    QueryResult,
+    RetryPolicy,
+)
+from ursa.stores import locate
+from ursa.testing import Recording, RowSpec, build_recording
+from ursa.testing.seaweed import SeaweedServer
+
+MiB = 1 << 20
+FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, idle_timeout_s=2.0)
+
+
+@pytest.fixture(scope="module")
+def proxy(s3: SeaweedServer) -> Iterator[FaultProxy]:
+    with FaultProxy(s3.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
+    proxy.clear()
+    yield proxy
+    proxy.clear()
+
+
+@pytest.fixture(scope="module")
+def rec(profile: Profile) -> Recording:
+    rows = [
+        RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=4 * MiB),
+        RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=6),
+    ]
+    return build_recording(profile, rows, seed=31)
+
+
+@pytest.fixture
+def data(proxy: FaultProxy) -> DataInterface:
+    return DataInterface(profile_for(proxy.endpoint))
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def truth(
+    profile: Profile, rec: Recording, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The bytes as downloaded with no proxy in between."""
+    dest = tmp_path_factory.mktemp("truth")
+    direct = DataInterface(profile)
+    direct.download(direct.query(recording_hash=rec.recording_hash), dest)
+    return digests(dest)
+
+
+def rows(data: DataInterface, rec: Recording, modality: str | None = None) -> QueryResult:
+    return data.query(recording_hash=rec.recording_hash, modality=modality)
+
+
+def download(data: DataInterface, rec: Recording, dest: Path, **kw: Any) -> DownloadProgress:
+    events: list[DownloadProgress] = []
+    kw.setdefault("retry", FAST)
+    data.download(rows(data, rec), dest, progress=events.append, **kw)
+    return events[-1]
+
+
+def mp4_key(rec: Recording) -> str:
+    return f"{rec.recording_hash}/camera/camera\\.mp4$"
+
+
+def leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".ursa-" in p.name]
+
+
+# --- transient faults: exact bytes, retries counted ---------------------------------
+
+TRANSIENT = [
+    Rule("reset_before", method="GET", times=1),
+    Rule("reset_mid_body", method="GET", after_bytes=100_000, times=1),
+    Rule("truncate", method="GET", after_bytes=100_000, times=1),
+    Rule("status", method="GET", status=500, times=1),
+    Rule("status", method="GET", status=502, times=1),
+    Rule("status", method="GET", status=503, times=2),
+    Rule("status", method="GET", status=429, times=1),
+    Rule("status", method="GET", status=408, times=1),
+    Rule("stall", method="GET", after_bytes=1000, delay_s=0, times=1),
+    Rule("stall", method="GET", after_bytes=-1, delay_s=0, times=1),
+    Rule("flip_byte", method="GET", after_bytes=12_345, times=1),
+]
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["one-stream", "in-parts"])
+@pytest.mark.parametrize("rule", TRANSIENT, ids=lambda r: f"{r.fault}-{r.status}-{r.after_bytes}")
+def test_transient_faults_end_in_exact_bytes(
+    data: DataInterface,
+    rec: Recording,
+    faulty: FaultProxy,
+    truth: dict[str, str],
+    tmp_path: Path,
+    rule: Rule,
+    whole: bool,
+) -> None:
+    rule = Rule(**{**rule.__dict__, "key": mp4_key(rec), "matched": 0, "fired": 0})
+    faulty.add(rule)
+    part_size = 16 * MiB if whole else 1 * MiB
+    finish = download(data, rec, tmp_path, part_size=part_size, retry=FAST)
+    assert rule.fired >= 1
+    assert digests(tmp_path) == truth
+    assert finish.retries >= rule.fired
+    assert not leftovers(tmp_path)
+
+
+def test_a_reset_resumes_from_the_last_byte_written(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path, truth: dict[str, str]
+) -> None:
+    faulty.add(Rule("reset_mid_body", method="GET", key=mp4_key(rec), after_bytes=300_000, times=1))
+    download(data, rec, tmp_path, part_size=16 * MiB)
+    gets = [r for r in faulty.records() if r.method == "GET" and r.path.endswith("camera.mp4")]
+    assert gets[0].range is None
+    resumed = gets[1].range
+    assert resumed is not None and resumed.startswith("bytes=")
+    start = int(resumed.removeprefix("bytes=").split("-")[0])
+    assert 0 < start <= 300_000
+    assert all(g.if_match for g in gets), "every GET is pinned to the planned ETag"
+    assert digests(tmp_path) == truth
+
+
+def test_retry_after_is_honoured(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path
+) -> None:
+    faulty.add(Rule("status", method="GET", key=mp4_key(rec), status=503, retry_after="1", times=1))
+    download(data, rec, tmp_path, part_size=16 * MiB)
+    gets = [r for r in faulty.records() if r.method == "GET" and r.path.endswith("camera.mp4")]
+    assert gets[1].time - gets[0].time >= 1.0
+
+
+def test_retries_back_off(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path
+) -> None:
+    faulty.add(Rule("status", method="GET", key=mp4_key(rec), status=503, times=3))
+    policy = RetryPolicy(max_attempts=5, base_delay_s=0.2, max_delay_s=5.0)
+    download(data, rec, tmp_path, part_size=16 * MiB, retry=policy)
+    gets = [r for r in faulty.records() if r.method == "GET" and r.path.endswith("camera.mp4")]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(gets)]
+    assert len(gaps) == 3
+    # Full jitter between half and all of 0.2 s, 0.4 s, 0.8 s.
+    assert 0.1 <= gaps[0] < 0.4 and gaps[1] >= 0.2 and gaps[2] >= 0.4
+    assert gaps[2] > gaps[0]
+
+
+def test_ignored_range_still_gives_exact_bytes(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path, truth: dict[str, str]
+) -> None:
+    rule = faulty.add(Rule("ignore_range", method="GET", key=mp4_key(rec), ranged=True))
+    download(data, rec, tmp_path, part_size=1 * MiB)
+    assert rule.fired >= 4
+    assert digests(tmp_path) == truth
+
+
+def test_slow_but_steady_is_not_killed(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path, truth: dict[str, str]
+) -> None:
+    """A body that trickles for far longer than the idle timeout, but never pauses that
+    long, completes without a retry: the timeout bounds silence, not duration."""
+    key = f"{rec.recording_hash}/eeg/eeg\\.zarr/data/c/0/1$"  # a 32,000-byte chunk
+    faulty.add(Rule("slow", method="GET", key=key, chunk=4000, delay_s=0.25))
+    policy = RetryPolicy(max_attempts=1, idle_timeout_s=0.5)
+    started = time.monotonic()
+    finish = download(data, rec, tmp_path, retry=policy)
+    assert time.monotonic() - started > 1.5
+    assert finish.retries == 0
+    assert digests(tmp_path) == truth
+
+
+# --- permanent faults: ObjectStoreError, nothing partial ----------------------------
+
+
+@pytest.mark.parametrize("status", [403, 404, 400])
+def test_permanent_statuses_fail_at_once(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path, status: int
+) -> None:
+    chunk = f"{rec.recording_hash}/eeg/eeg\\.zarr/data/c/0/3$"
+    rule = faulty.add(Rule("status", method="GET", key=chunk, status=status))
+    with pytest.raises(ObjectStoreError) as info:
+        download(data, rec, tmp_path)
+    assert rule.fired == 1, "4xx is never retried"
+    assert info.value.attempts == 1
+    assert info.value.key is not None and info.value.key.endswith("eeg.zarr/data/c/0/3")
+    assert not isinstance(info.value, ObjectStoreTransientError)
+    assert not leftovers(tmp_path)
+    assert not (tmp_path / rec.recording_hash / "eeg" / "eeg.zarr").exists(), "half a Zarr store"
+
+
+def test_exhaustion_is_chained_from_the_transient_fault(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path
+) -> None:
+    faulty.add(Rule("status", method="GET", key=mp4_key(rec), status=503))
+    with pytest.raises(ObjectStoreError) as info:
+        download(data, rec, tmp_path, retry=RetryPolicy(max_attempts=3, base_delay_s=0.01))
+    err = info.value
+    assert type(err) is ObjectStoreError and err.attempts == 3
+    assert isinstance(err.__cause__, ObjectStoreTransientError)
+    assert "503" in str(err.__cause__)
+    assert not leftovers(tmp_path)
+    assert not (tmp_path / rec.recording_hash / "camera" / "camera.mp4").exists()
+
+
+def test_a_replaced_object_is_an_error_never_a_mixed_file(
+    data: DataInterface,
+    rec: Recording,
+    faulty: FaultProxy,
+    tmp_path: Path,
+    boto: Any,
+    profile: Profile,
+) -> None:
+    row = next(r for r in rec.rows if r.modality == "camera")
+    assert row.storage_uri is not None
+    loc = locate(profile, row.storage_uri)
+    original = boto.get_object(Bucket="ursa-assets", Key=loc.key)["Body"].read()
+
+    def replace() -> None:
+        boto.put_object(Bucket="ursa-assets", Key=loc.key, Body=b"\0" * len(original))
+
+    faulty.add(
+        Rule("replace_object", method="GET", key=mp4_key(rec), occurrences={2}, action=replace)
+    )
+    try:
+        with pytest.raises(ObjectStoreError, match="changed"):
+            download(data, rec, tmp_path, part_size=1 * MiB, max_concurrency=1)
+        assert not (tmp_path / rec.recording_hash / "camera" / "camera.mp4").exists()
+        assert not leftovers(tmp_path)
+    finally:
+        boto.put_object(Bucket="ursa-assets", Key=loc.key, Body=original)
+
+
+def test_refused_connections_exhaust_into_an_error(
+    data: DataInterface, rec: Recording, faulty: FaultProxy, tmp_path: Path
+) -> None:
+    def refuse(e: DownloadProgress) -> None:
+        if e.phase == "plan_done":
+            faulty.refuse_connections(True)
+
+    try:
+        with pytest.raises(ObjectStoreError) as info:
+            data.download(
+                rows(data, rec), tmp_path, progress=refuse,
+                retry=RetryPolicy(max_attempts=2, base_delay_s=0.01),
+            )  # fmt: skip
+        assert isinstance(info.value.__cause__, ObjectStoreTransientError)
+    finally:
+        faulty.refuse_connections(False)
+    assert not leftovers(tmp_path)
