@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench clean
+.PHONY: all demo test lint build bench browser clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
 
@@ -28,11 +29,15 @@ lint: $(STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches examples
+	$(BIN)/ruff format --check python tests benches examples
 	$(BIN)/mypy
 
-test: build lint
+# The Streamlit browser test drives Debian's chromium (test tools never fetch a browser).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: build lint browser
 	cargo test --quiet
 	$(BIN)/pytest
 

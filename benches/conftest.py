@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ursa import Profile
 from ursa.testing import RowSpec, build_recording
 from ursa.testing.seaweed import SeaweedServer, start_seaweed

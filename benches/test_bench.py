@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import TOOLS, WORKLOADS, record, run_tool, selected
 
 ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "3"))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ursa import Profile
 from ursa.testing import Recording, build_recording
 from ursa.testing.seaweed import SeaweedServer, start_seaweed

@@ -32,7 +32,7 @@ from types import TracebackType
 
 FAULTS = frozenset(
     {"reset_before", "reset_mid_body", "truncate", "status", "stall", "slow"}
-    | {"ignore_range", "flip_byte", "replace_object"}
+    | {"ignore_range", "flip_byte", "replace_object", "rewrite_body"}
 )
 _CUTS = ("reset_mid_body", "truncate", "stall")  # faults that stop a body after after_bytes
 _ERROR_CODES = {400: "BadRequest", 403: "AccessDenied", 404: "NoSuchKey"}
@@ -55,8 +55,10 @@ class Rule:
     body in ``chunk``-byte writes ``delay_s`` apart; ``ignore_range``: Range removed (the
     server answers 200 with everything); ``flip_byte``: one bit flipped at payload offset
     ``after_bytes``; ``replace_object``: ``action()`` runs (in a worker thread) before the
-    request is forwarded, at most once per rule. A body shorter than ``after_bytes`` goes
-    through whole before the fault. Faults count payload bytes, never chunk framing.
+    request is forwarded, at most once per rule; ``rewrite_body``: the whole response body
+    is passed through ``rewrite`` (e.g. to plant hostile keys in a listing). A body shorter
+    than ``after_bytes`` goes through whole before the fault. Faults count payload bytes,
+    never chunk framing.
     """
 
     fault: str
@@ -72,6 +74,7 @@ class Rule:
     chunk: int = 1024
     probability: float = 1.0  # drawn from the proxy's seeded random.Random
     action: Callable[[], None] | None = None
+    rewrite: Callable[[bytes], bytes] | None = None  # for rewrite_body
     matched: int = 0
     fired: int = 0
 
@@ -530,8 +533,17 @@ class FaultProxy:
                 raise _Hangup("the server closed without answering")
             record.status = status = int(resp.start[1])
             framing = resp.framing(bodiless=method == "HEAD" or status in (204, 304))
-            cwriter.write(resp.raw())
-            await _relay(ureader, cwriter, framing, rule)
+            if rule and fault == "rewrite_body" and rule.rewrite is not None:
+                body = b"".join([piece async for piece in _payload(ureader, framing, [])])
+                body = await asyncio.to_thread(rule.rewrite, body)
+                resp = resp.edited("Transfer-Encoding", None).edited(
+                    "Content-Length", str(len(body))
+                )
+                cwriter.write(resp.raw() + body)
+                await cwriter.drain()
+            else:
+                cwriter.write(resp.raw())
+                await _relay(ureader, cwriter, framing, rule)
             if rule and fault == "reset_mid_body":
                 await _reset(cwriter)
             if rule and fault == "stall":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ACCESS_KEY, SECRET_KEY
 from ursa.testing import Recording
 from ursa.testing.seaweed import SeaweedServer

@@ -11,6 +11,7 @@ from typing import Any
 import lance
 import pytest
 import zarr
+
 from conftest import SECRET_KEY
 from ursa import (
     DataInterface,

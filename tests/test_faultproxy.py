@@ -19,6 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
 from conftest import ACCESS_KEY, SECRET_KEY
 from faultproxy import FaultProxy, RequestRecord, Rule
 from ursa.testing.seaweed import SeaweedServer

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import profile_for
 from faultproxy import FaultProxy, Rule
 from ursa import (

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ursa import DataInterface, DownloadProgress, Profile
 from ursa.testing import Recording, RowSpec, build_recording
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from ursa.credentials import _clear_op_cache
 from ursa.errors import ConfigurationError
 from ursa.profiles import ROLES, Credentials, Profile, load_profile, resolve_credentials

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+
 from ursa import DataInterface, ModalityRow, Profile, QueryResult
 from ursa.catalog import SCHEMA
 from ursa.testing import Recording, build_recording

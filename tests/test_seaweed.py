@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+
 from ursa.testing import seaweed
 from ursa.testing.seaweed import SeaweedServer, find_weed, start_seaweed
 

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from conftest import ACCESS_KEY, SECRET_KEY
 from ursa.testing import Recording
 from ursa.testing.seaweed import SeaweedServer

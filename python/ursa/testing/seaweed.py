@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 _REGION = "us-east-1"
-_STOP_TIMEOUT_S = 15.0
+_STOP_TIMEOUT_S = 5.0  # weed sometimes ignores SIGTERM right after serving; then SIGKILL
 _START_ATTEMPTS = 3
 # Printed by weed when a port it was given is taken (it checks before binding, then exits).
 _PORT_TAKEN_MARKERS = ("Port allocation failed", "address already in use")
