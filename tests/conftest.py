@@ -47,6 +47,28 @@ def profile_for(endpoint: str, **overrides: Any) -> Profile:
     return Profile(**(fields | overrides))
 
 
+def subprocess_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
+    """The environment a child process needs to use profile ``r2-test`` at ``endpoint``:
+    a config file, and the credentials in environment variables (never in argv)."""
+    config = tmp_path / "ursa-config.toml"
+    config.write_text(
+        f"""
+[profiles.r2-test]
+endpoint = "{endpoint}"
+allow_http = true
+catalog = "s3://ursa-catalog/catalog.lance"
+raw_bucket = "ursa-raw"
+assets_bucket = "ursa-assets"
+"""
+    )
+    return {
+        **os.environ,
+        "URSA_CONFIG": str(config),
+        "URSA_R2_TEST_ACCESS_KEY_ID": ACCESS_KEY,
+        "URSA_R2_TEST_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+
+
 @pytest.fixture(scope="session")
 def profile(s3: SeaweedServer) -> Profile:
     return profile_for(s3.endpoint)

@@ -11,31 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS_KEY, SECRET_KEY
+from conftest import SECRET_KEY, subprocess_env
 from ursa.testing import Recording
 from ursa.testing.seaweed import SeaweedServer
 
 
 @pytest.fixture
 def env(s3: SeaweedServer, tmp_path: Path) -> dict[str, str]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[profiles.r2-test]
-endpoint = "{s3.endpoint}"
-allow_http = true
-catalog = "s3://ursa-catalog/catalog.lance"
-raw_bucket = "ursa-raw"
-assets_bucket = "ursa-assets"
-"""
-    )
-    return {
-        **os.environ,
-        "URSA_CONFIG": str(config),
-        "URSA_R2_TEST_ACCESS_KEY_ID": ACCESS_KEY,
-        "URSA_R2_TEST_SECRET_ACCESS_KEY": SECRET_KEY,
-        "COLUMNS": "200",
-    }
+    return subprocess_env(s3.endpoint, tmp_path) | {"COLUMNS": "200"}
 
 
 def ursa(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

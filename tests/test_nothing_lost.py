@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import subprocess_env
 from ursa import DataInterface, DownloadProgress, Profile
 from ursa.testing import Recording, RowSpec, build_recording
 
@@ -114,9 +115,9 @@ def test_full_disk_gives_a_clear_error_and_no_partial_files(
     code = _script(
         f"""
         import resource, sys
-        from ursa import DataInterface, Profile
+        from ursa import DataInterface
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
-        data = DataInterface(Profile(**{profile_kwargs(profile)!r}))
+        data = DataInterface("r2-test")
         try:
             data.download(data.query(recording_hash={rec.recording_hash!r}), dest={str(dest)!r})
         except OSError as e:
@@ -124,21 +125,14 @@ def test_full_disk_gives_a_clear_error_and_no_partial_files(
             sys.exit(3)
         """
     )
+    env = subprocess_env(str(profile.endpoint), tmp_path)
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 3, result.stderr
     assert "File too large" in result.stdout
     assert not leftovers(tmp_path)
     assert not (dest / rec.recording_hash / "camera" / "camera.mp4").exists()
-
-
-def profile_kwargs(profile: Profile) -> dict[str, object]:
-    fields = ("name", "endpoint", "allow_http", "catalog", "raw_bucket", "assets_bucket")
-    kwargs: dict[str, object] = {f: getattr(profile, f) for f in fields}
-    kwargs["access_key_id"] = profile.access_key_id
-    kwargs["secret_access_key"] = profile.secret_access_key
-    return kwargs
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
