@@ -203,10 +203,10 @@ def table() -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not RESULTS:
         return
-    out = ROOT / "docs" / "benchmarks-latest.md"
+    out = ROOT / "docs" / "benchmarks.md"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     header = (
-        f"# Latest benchmark run ({stamp})\n\nProduced by `make bench` "
+        f"# Benchmarks: latest run ({stamp})\n\nProduced by `make bench` "
         f"(`{' '.join(sys.argv[1:]) or 'pytest benches'}`): every tool downloads the same "
         "objects from one SeaweedFS on loopback, each run in a fresh directory and its own "
         "process. Time is the transfer measured inside the process (median of the runs); "
