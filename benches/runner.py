@@ -121,23 +121,22 @@ def run_obstore(spec: dict[str, Any], dest: Path) -> int:
         path = dest / meta["path"][len(spec["prefix"]) :]
         path.parent.mkdir(parents=True, exist_ok=True)
         size = meta["size"]
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            if size <= part:
-                async with sem:
-                    result = await obstore.get_async(store, meta["path"])
-                    offset = 0
+        if size <= part:
+            async with sem:  # the file is opened under the semaphore: bounded open files
+                result = await obstore.get_async(store, meta["path"])
+                with path.open("wb") as f:
                     async for chunk in result.stream():
-                        os.pwrite(fd, chunk, offset)
-                        offset += len(chunk)
-                return
+                        f.write(chunk)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
-            async def ranged(start: int) -> None:
-                async with sem:
-                    end = min(start + part, size)
-                    data = await obstore.get_range_async(store, meta["path"], start=start, end=end)
-                    os.pwrite(fd, memoryview(data), start)
+        async def ranged(start: int) -> None:
+            async with sem:
+                end = min(start + part, size)
+                data = await obstore.get_range_async(store, meta["path"], start=start, end=end)
+                os.pwrite(fd, memoryview(data), start)
 
+        try:
             await asyncio.gather(*(ranged(s) for s in range(0, size, part)))
         finally:
             os.close(fd)

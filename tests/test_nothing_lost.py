@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,16 +89,31 @@ def test_dest_that_is_a_file_or_unwritable(local_profile: Profile, tmp_path: Pat
     a_file.write_text("x")
     with pytest.raises(NotADirectoryError, match="not a directory"):
         data.download(rows, dest=a_file)
-    if os.geteuid() == 0:
-        return  # root ignores directory permissions; the rest cannot be observed
+    with pytest.raises(NotADirectoryError):
+        data.download(rows, dest=a_file / "below")
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    try:
-        with pytest.raises(PermissionError):
-            data.download(rows, dest=locked / "sub")
-    finally:
-        locked.chmod(stat.S_IRWXU)
+    with unwritable(locked), pytest.raises(PermissionError):
+        data.download(rows, dest=locked / "sub")
+    assert not (locked / "sub").exists()
+
+
+@contextlib.contextmanager
+def unwritable(directory: Path) -> Iterator[None]:
+    """A directory nobody may add to: read-only mode, or for root (who ignores modes)
+    the immutable attribute."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(directory)], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+        directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            yield
+        finally:
+            directory.chmod(stat.S_IRWXU)
 
 
 def _script(body: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS_KEY, SECRET_KEY
+from conftest import SECRET_KEY, subprocess_env
 from ursa.testing import Recording
 from ursa.testing.seaweed import SeaweedServer
 
@@ -80,23 +80,8 @@ def test_streamlit_app_downloads_with_live_progress(
     _require_tools()
     from playwright.sync_api import expect, sync_playwright
 
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[profiles.r2-test]
-endpoint = "{s3.endpoint}"
-allow_http = true
-catalog = "s3://ursa-catalog/catalog.lance"
-raw_bucket = "ursa-raw"
-assets_bucket = "ursa-assets"
-"""
-    )
     dest = tmp_path / "dest"
-    env = {
-        **os.environ,
-        "URSA_CONFIG": str(config),
-        "URSA_R2_TEST_ACCESS_KEY_ID": ACCESS_KEY,
-        "URSA_R2_TEST_SECRET_ACCESS_KEY": SECRET_KEY,
+    env = subprocess_env(s3.endpoint, tmp_path) | {
         "URSA_PROFILE": "r2-test",
         "URSA_DEST": str(dest),
     }

@@ -2,9 +2,9 @@
 each event to the progress callback and the ``ursa.download`` logger.
 
 Logger contract: INFO for every phase but ``file_done`` and ``progress`` (DEBUG); every
-record carries the ``extra=`` keys in ``CONTRACT_KEYS``. A callback that raises is logged
-once per occurrence at WARNING with ``extra={"callback_error": ...}``; KeyboardInterrupt
-and SystemExit propagate.
+record carries every ``DownloadProgress`` field as an ``extra=`` key. A callback that
+raises is logged once per occurrence at WARNING with ``extra={"callback_error": ...}``;
+KeyboardInterrupt and SystemExit propagate.
 """
 
 from __future__ import annotations
@@ -20,17 +20,6 @@ logger = logging.getLogger("ursa.download")
 Phase = Literal[
     "start", "plan_done", "modality_start", "file_done", "progress", "modality_done", "finish"
 ]
-CONTRACT_KEYS = (
-    "phase",
-    "recording_hash",
-    "modality",
-    "worker_id",
-    "key",
-    "bytes_done",
-    "bytes_total",
-    "elapsed_s",
-    "retries",
-)
 _PER_FILE: frozenset[str] = frozenset({"file_done", "progress"})
 
 

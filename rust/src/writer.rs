@@ -261,6 +261,18 @@ mod tests {
     }
 
     #[test]
+    fn never_writes_through_a_symlink_at_the_temporary_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        let planted = dir.path().join("inside-a-stage");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let err = TempFile::create(&planted, 4, true).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::FileExists);
+        assert!(!victim.exists(), "followed the symlink");
+        assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
     fn a_staged_directory_appears_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let asset = dir.path().join("eeg.zarr");
