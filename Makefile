@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-engine browser clean
+.PHONY: all demo test lint build bench bench-scaling bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -45,6 +45,12 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/pytest benches -p no:cacheprovider --benchmark-only
+
+# Time against object count and size, ursa and s5cmd: docs/benchmarks-scaling.{md,png}.
+bench-scaling: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python benches/scaling.py
 
 # Engine micro-benchmarks (planner, write path) on the local filesystem; no server.
 bench-engine:

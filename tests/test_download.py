@@ -14,6 +14,7 @@ import zarr
 
 from conftest import SECRET_KEY
 from ursa import (
+    ConfigurationError,
     DataInterface,
     DownloadProgress,
     ModalityRow,
@@ -366,8 +367,9 @@ def test_collision_with_a_dangling_symlink(
 
 
 def test_missing_object_is_object_store_error_naming_the_key(
-    profile: Profile, tmp_path: Path, boto: Any
+    profile: Profile, tmp_path: Path, boto: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="ursa.download")
     rec = build_recording(profile, [RowSpec("imu", asset_format="parquet")], seed=11)
     (row,) = rec.rows
     assert row.storage_uri is not None
@@ -381,6 +383,31 @@ def test_missing_object_is_object_store_error_naming_the_key(
         )
     assert info.value.key == key and key in str(info.value)
     assert "finish" not in [e.phase for e in events], "errors do not route through the callback"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "nor the logger"
+
+
+def test_processed_downloads_need_assets_credentials(
+    s3: Any, recording: Recording, tmp_path: Path
+) -> None:
+    """Credentials are resolved when a role is first used: catalog and raw keys are enough
+    for queries and raw segments; a processed download without assets keys is a
+    ConfigurationError naming the role, before any byte is written."""
+    from conftest import ACCESS_KEY, profile_for
+
+    keys = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
+    no_assets = profile_for(
+        s3.endpoint,
+        access_key_id=None,
+        secret_access_key=None,
+        credentials={"catalog": keys, "raw": keys},
+    )
+    data = DataInterface(no_assets)
+    rows = data.query(recording_hash=recording.recording_hash, modality="imu")
+    assert len(data.download(rows, tmp_path / "raw", source="raw")) == 4
+    with pytest.raises(ConfigurationError, match="'assets'") as info:
+        data.download(rows, tmp_path / "processed")
+    assert "URSA_R2_TEST_ASSETS_ACCESS_KEY_ID" in str(info.value)
+    assert not (tmp_path / "processed").exists()
 
 
 def test_wrong_credentials_say_so_and_never_leak(

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tempname::{self, Tag};
 
+/// Files at least this large get their space reserved before the first byte is written.
+const RESERVE_FROM: u64 = 1 << 20;
+
 /// A file being written. Removed on drop unless published (or owned by a stage).
 #[derive(Debug)]
 pub struct TempFile {
@@ -46,7 +49,8 @@ impl TempFile {
     }
 
     fn reserve(&self, size: u64) -> Result<()> {
-        if size == 0 {
+        // Small files are written in one go; reserving first would only add a syscall.
+        if size < RESERVE_FROM {
             return Ok(());
         }
         let len = libc::off_t::try_from(size)
@@ -269,7 +273,10 @@ mod tests {
         let err = TempFile::create(&planted, 4, true).unwrap_err();
         assert_eq!(err.kind, ErrorKind::FileExists);
         assert!(!victim.exists(), "followed the symlink");
-        assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]
