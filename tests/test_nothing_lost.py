@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,20 @@ def test_a_directory_planted_after_planning_keeps_the_asset_staged(
         data.download(rows, dest=tmp_path, progress=plant)
     assert [p.name for p in final.iterdir()] == ["theirs"]
     assert not leftovers(tmp_path)
+
+
+def test_a_key_that_is_also_a_prefix_is_refused_at_plan_time(
+    profile: Profile, tmp_path: Path, boto: Any
+) -> None:
+    """S3 allows objects `x/a` and `x/a/b` side by side; a filesystem cannot hold both."""
+    rec = build_recording(profile, [RowSpec("audio", status="raw", segments=1)], seed=24)
+    prefix = f"{rec.recording_hash}/audio/"
+    boto.put_object(Bucket="ursa-raw", Key=prefix + "clash", Body=b"file")
+    boto.put_object(Bucket="ursa-raw", Key=prefix + "clash/inner", Body=b"below it")
+    data = DataInterface(profile)
+    with pytest.raises(ValueError, match="to be a directory"):
+        data.download(data.query(recording_hash=rec.recording_hash, status="raw"), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
 
 
 def test_hostile_local_names_are_refused_before_any_byte(

@@ -146,12 +146,19 @@ def _check_unique(files: list[PlannedFile], directories: list[Path]) -> None:
         if path in taken:
             raise ValueError(f"two planned files map to {path}: {taken[path]!r} and {what!r}")
         taken[path] = what
+    # Files share few parent directories: check those (and their ancestors) once each.
+    needed: dict[Path, str] = {}
     for f in files:
-        for parent in f.path.parents:
-            if parent in taken and taken[parent] != f"directory asset {parent.name}":
-                raise ValueError(
-                    f"{f.key!r} needs {parent} to be a directory, but {taken[parent]!r} lands there"
-                )
+        parent = f.path.parent
+        if parent not in needed:
+            for ancestor in (parent, *parent.parents):
+                needed.setdefault(ancestor, f.key)
+    for directory, key in needed.items():
+        what = taken.get(directory)
+        if what is not None and not what.startswith("directory asset"):
+            raise ValueError(
+                f"{key!r} needs {directory} to be a directory, but {what!r} lands there"
+            )
 
 
 def _collisions(files: list[PlannedFile], directories: list[Path]) -> tuple[Path, ...]:

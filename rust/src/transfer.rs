@@ -60,6 +60,9 @@ pub enum Event {
     GroupDone(usize),
 }
 
+/// How long `next_events` keeps gathering after the first event of a batch.
+const COALESCE: Duration = Duration::from_millis(2);
+
 /// A running download. Dropping it does not stop it; call `cancel` then `wait`.
 pub struct Download {
     events: Mutex<mpsc::Receiver<Event>>,
@@ -78,8 +81,17 @@ impl Download {
             Err(mpsc::RecvTimeoutError::Timeout) => return Some(Vec::new()),
             Err(mpsc::RecvTimeoutError::Disconnected) => return None,
         };
+        // Gather what arrives within a moment, so a stream of small files costs the caller
+        // one wake-up per batch rather than one per file.
         let mut batch = vec![first];
-        batch.extend(events.try_iter().take(4095));
+        let until = std::time::Instant::now() + COALESCE;
+        while batch.len() < 4096 {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match events.recv_timeout(left) {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
         Some(batch)
     }
 
