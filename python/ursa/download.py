@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ursa import _core
 from ursa.catalog import ModalityRow
@@ -155,7 +154,3 @@ def _progress(
         modality=row.modality,
         worker_id=row.worker_id,
     )
-
-
-def final_paths(plan: DownloadPlan) -> list[Path]:
-    return plan.paths

@@ -154,10 +154,10 @@ def _check_unique(files: list[PlannedFile], directories: list[Path]) -> None:
             for ancestor in (parent, *parent.parents):
                 needed.setdefault(ancestor, f.key)
     for directory, key in needed.items():
-        what = taken.get(directory)
-        if what is not None and not what.startswith("directory asset"):
+        occupant = taken.get(directory)
+        if occupant is not None and not occupant.startswith("directory asset"):
             raise ValueError(
-                f"{key!r} needs {directory} to be a directory, but {what!r} lands there"
+                f"{key!r} needs {directory} to be a directory, but {occupant!r} lands there"
             )
 
 
