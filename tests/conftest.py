@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from faultproxy import FaultProxy
 from ursa import Profile
 from ursa.testing import Recording, build_recording
 from ursa.testing.seaweed import SeaweedServer, start_seaweed
@@ -72,6 +73,13 @@ assets_bucket = "ursa-assets"
 @pytest.fixture(scope="session")
 def profile(s3: SeaweedServer) -> Profile:
     return profile_for(s3.endpoint)
+
+
+@pytest.fixture(scope="session")
+def proxy(s3: SeaweedServer) -> Iterator[FaultProxy]:
+    """Our fault-injecting proxy in front of the server; tests arm it and clear it."""
+    with FaultProxy(s3.endpoint, seed=7) as p:
+        yield p
 
 
 @pytest.fixture(scope="session")

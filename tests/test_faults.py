@@ -26,16 +26,9 @@ from ursa import (
 )
 from ursa.stores import locate
 from ursa.testing import Recording, RowSpec, build_recording
-from ursa.testing.seaweed import SeaweedServer
 
 MiB = 1 << 20
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, idle_timeout_s=2.0)
-
-
-@pytest.fixture(scope="module")
-def proxy(s3: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(s3.endpoint) as p:
-        yield p
 
 
 @pytest.fixture

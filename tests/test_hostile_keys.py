@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from conftest import profile_for
 from faultproxy import FaultProxy, Rule
 from ursa import DataInterface, ObjectStoreError, Profile
 from ursa.testing import Recording, RowSpec, build_recording
-from ursa.testing.seaweed import SeaweedServer
 
 BAD_SEGMENTS = ["..", ".", "", "a\\b", "a\x00b", "tab\tch", "new\nline", "del\x7f"]
 SAFE = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=8).filter(
@@ -32,12 +30,6 @@ def hostile_rel(draw: st.DrawFn) -> str:
     segments.insert(draw(st.integers(0, len(segments))), bad)
     rel = "/".join(segments)
     return "/" + rel if draw(st.booleans()) and rel else rel
-
-
-@pytest.fixture(scope="module")
-def proxy(s3: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(s3.endpoint) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

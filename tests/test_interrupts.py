@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from conftest import SECRET_KEY, subprocess_env
 from faultproxy import FaultProxy, Rule
 from ursa import DataInterface, Profile
 from ursa.testing import Recording, RowSpec, build_recording
-from ursa.testing.seaweed import SeaweedServer
 
 MiB = 1 << 20
 CHILD = """
@@ -32,12 +31,6 @@ data.download(rows, sys.argv[2], progress=progress, part_size=1 << 20,
               retry=RetryPolicy(idle_timeout_s=120))
 print("finished", flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def proxy(s3: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(s3.endpoint) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

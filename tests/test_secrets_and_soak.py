@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from ursa.testing import Recording, RowSpec, build_recording
 from ursa.testing.seaweed import SeaweedServer
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def proxy(s3: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy(s3.endpoint, seed=7) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")
