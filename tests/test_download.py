@@ -465,7 +465,7 @@ def test_phase_order_and_fields(data: DataInterface, recording: Recording, tmp_p
     assert events[-1].elapsed_s >= events[1].elapsed_s >= 0
 
 
-def test_empty_target(data: DataInterface, tmp_path: Path) -> None:
+def test_empty_target(data: DataInterface, recording: Recording, tmp_path: Path) -> None:
     events: list[DownloadProgress] = []
     paths = data.download(
         data.query(recording_hash="f" * 64), dest=tmp_path, progress=events.append
@@ -473,6 +473,24 @@ def test_empty_target(data: DataInterface, tmp_path: Path) -> None:
     assert paths == []
     assert [e.phase for e in events] == ["start", "plan_done", "finish"]
     assert events[-1].bytes_total == 0
+
+
+def test_a_row_with_no_objects_still_has_its_pair_of_events(
+    profile: Profile, tmp_path: Path
+) -> None:
+    """One modality_start/modality_done pair per catalog row, even an empty raw prefix."""
+    rec = build_recording(profile, [RowSpec("notes", status="raw", segments=0)], seed=13)
+    data = DataInterface(profile)
+    events: list[DownloadProgress] = []
+    rows = data.query(recording_hash=rec.recording_hash, status="raw")
+    assert data.download(rows, dest=tmp_path, progress=events.append) == []
+    assert [(e.phase, e.modality) for e in events] == [
+        ("start", "notes"),
+        ("plan_done", "notes"),
+        ("modality_start", "notes"),
+        ("modality_done", "notes"),
+        ("finish", "notes"),
+    ]
 
 
 def test_callback_runs_on_the_calling_thread(

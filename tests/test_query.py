@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
-from ursa import DataInterface, ModalityRow, Profile, QueryResult
+from ursa import ConfigurationError, DataInterface, ModalityRow, Profile, QueryResult
 from ursa.catalog import SCHEMA
 from ursa.testing import Recording, build_recording
 
@@ -127,6 +129,12 @@ def test_filters_are_pushed_down_to_lance(
         f"recording_hash IN ('{recording.recording_hash}') AND modality IN ('eeg') "
         "AND status = 'ingested'"
     ]
+
+
+def test_a_missing_catalog_is_a_clear_error(tmp_path: Path) -> None:
+    profile = Profile(name="scratch", root=str(tmp_path / "nothing-here"))
+    with pytest.raises(ConfigurationError, match="cannot open the catalog at"):
+        DataInterface(profile).query()
 
 
 def test_local_catalog_path(local_profile: Profile) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from ursa import _core
 from ursa.catalog import ModalityRow, QueryResult, build_filter, query_dataset
 from ursa.download import Tuning, run
+from ursa.errors import ConfigurationError
 from ursa.events import Emitter, ProgressCallback
 from ursa.layouts import check_layout
 from ursa.plan import DownloadPlan, make_plan, unique_rows
@@ -40,7 +41,14 @@ class DataInterface:
             uri = self.profile.catalog
             if uri is None:
                 raise ValueError(f"profile {self.profile.name!r} names no catalog")
-            self._catalog = lance.dataset(uri, storage_options=lance_options(self.profile, uri))
+            options = lance_options(self.profile, uri)
+            try:
+                self._catalog = lance.dataset(uri, storage_options=options)
+            except (ValueError, OSError) as exc:
+                reason = str(exc).split(",")[0]
+                raise ConfigurationError(
+                    f"profile {self.profile.name!r}: cannot open the catalog at {uri}: {reason}"
+                ) from None
         return self._catalog
 
     def query(
@@ -107,7 +115,7 @@ class DataInterface:
         emitter.emit("plan_done", bytes_done=0, retries=0, **scope)
         dest_path.mkdir(parents=True, exist_ok=True)
         _core.clean_stale(sorted(str(d) for d in plan.target_dirs()))
-        retries = run(plan, emitter, tuning, overwrite) if plan.files else 0
+        retries = run(plan, emitter, tuning, overwrite) if plan.rows else 0
         emitter.emit("finish", bytes_done=plan.bytes_total, retries=retries, **scope)
         return plan.paths
 
