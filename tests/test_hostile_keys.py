@@ -27,7 +27,10 @@ def hostile_rel(draw: st.DrawFn) -> str:
     """A relative key with at least one bad segment somewhere, or an absolute one."""
     segments = draw(st.lists(SAFE, min_size=0, max_size=3))
     bad = draw(st.sampled_from(BAD_SEGMENTS))
-    segments.insert(draw(st.integers(0, len(segments))), bad)
+    # An empty segment never goes last: a trailing "/" makes a folder marker, which
+    # object_store normalises away (test_nothing_lost covers markers).
+    last = len(segments) - 1 if bad == "" and segments else len(segments)
+    segments.insert(draw(st.integers(0, last)), bad)
     rel = "/".join(segments)
     return "/" + rel if draw(st.booleans()) and rel else rel
 

@@ -76,6 +76,22 @@ def test_a_key_that_is_also_a_prefix_is_refused_at_plan_time(
     assert not (tmp_path / "d").exists()
 
 
+def test_folder_markers_are_not_files(profile: Profile, tmp_path: Path, boto: Any) -> None:
+    """Zero-byte `sub/` folder objects (S3 consoles make them) are skipped where files live
+    below them; an empty object is written without a request."""
+    rec = build_recording(profile, [RowSpec("audio", status="raw", segments=1)], seed=25)
+    prefix = f"{rec.recording_hash}/audio/"
+    boto.put_object(Bucket="ursa-raw", Key=prefix + "sub/", Body=b"")
+    boto.put_object(Bucket="ursa-raw", Key=prefix + "sub/inner.bin", Body=b"inside")
+    boto.put_object(Bucket="ursa-raw", Key=prefix + "empty.bin", Body=b"")
+    data = DataInterface(profile)
+    paths = data.download(data.query(recording_hash=rec.recording_hash, status="raw"), tmp_path)
+    rel = sorted(p.relative_to(tmp_path / rec.recording_hash / "audio").as_posix() for p in paths)
+    assert rel == ["empty.bin", "seg-000000.bin", "sub/inner.bin"]
+    assert (tmp_path / rec.recording_hash / "audio" / "sub" / "inner.bin").read_bytes() == b"inside"
+    assert (tmp_path / rec.recording_hash / "audio" / "empty.bin").read_bytes() == b""
+
+
 def test_hostile_local_names_are_refused_before_any_byte(
     local_profile: Profile, tmp_path: Path
 ) -> None:

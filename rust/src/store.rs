@@ -156,7 +156,7 @@ impl Store {
             .await
             .map_err(|e| from_object_store(e, prefix))?;
         objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-        Ok(objects)
+        Ok(drop_directory_markers(objects))
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
@@ -238,7 +238,60 @@ impl Store {
     }
 }
 
+/// Zero-byte "folder" objects (`a/b/`, made by consoles and some uploaders) reach us as
+/// `a/b` once `object_store` normalises the key; where other keys live below them they
+/// are markers, not files, and are left out.
+fn drop_directory_markers(objects: Vec<ObjectInfo>) -> Vec<ObjectInfo> {
+    let parents: std::collections::HashSet<&str> = objects
+        .iter()
+        .flat_map(|o| {
+            o.key
+                .char_indices()
+                .filter(|(_, c)| *c == '/')
+                .map(|(i, _)| &o.key[..i])
+        })
+        .collect();
+    let markers: std::collections::HashSet<String> = objects
+        .iter()
+        .filter(|o| o.size == 0 && parents.contains(o.key.as_str()))
+        .map(|o| o.key.clone())
+        .collect();
+    objects
+        .into_iter()
+        .filter(|o| !markers.contains(&o.key))
+        .collect()
+}
+
 fn parse_path(key: &str) -> Result<Path> {
     Path::parse(key)
         .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("invalid object key: {e}")).with_key(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(key: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
+            key: key.into(),
+            size,
+            etag: None,
+        }
+    }
+
+    #[test]
+    fn folder_markers_with_children_are_left_out() {
+        let listed = vec![
+            obj("p/a", 0),
+            obj("p/a/x", 3),
+            obj("p/b", 0),
+            obj("p/c", 5),
+            obj("p/c.d", 1),
+        ];
+        let kept: Vec<_> = drop_directory_markers(listed)
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(kept, ["p/a/x", "p/b", "p/c", "p/c.d"]);
+    }
 }
