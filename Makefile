@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check python tests benches examples
 	$(BIN)/ruff format --check python tests benches examples
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest ursa._core
 
 # The Streamlit browser test drives Debian's chromium (test tools never fetch a browser).
 browser:

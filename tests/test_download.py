@@ -630,6 +630,20 @@ def test_downloads_from_several_threads_at_once(
             assert a.read_bytes() == b.read_bytes()
 
 
+def test_works_inside_a_running_event_loop(
+    data: DataInterface, recording: Recording, tmp_path: Path
+) -> None:
+    """Notebooks run cells inside an asyncio loop: download() must not need one of its own."""
+    import asyncio
+
+    async def cell() -> list[Path]:
+        rows = data.query(recording_hash=recording.recording_hash, modality="imu")
+        return data.download(rows, dest=tmp_path)
+
+    (path,) = asyncio.run(cell())
+    assert path.name == "imu.parquet" and path.stat().st_size > 0
+
+
 def test_file_store_end_to_end(local_profile: Profile, tmp_path: Path) -> None:
     rec = build_recording(local_profile, seed=4)
     data = DataInterface(local_profile)

@@ -2,9 +2,21 @@
 
 from collections.abc import Sequence
 from os import PathLike
+from typing import final
 
-StoreSpec = dict[str, object]
-Listed = tuple[str, str, int, str | None]
+__all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_PART_SIZE",
+    "CoreError",
+    "DownloadHandle",
+    "clean_stale",
+    "list_objects",
+    "put_files",
+    "start_download",
+]
+
+_StoreSpec = dict[str, object]
+_Listed = tuple[str, str, int, str | None]
 
 DEFAULT_MAX_CONCURRENCY: int
 DEFAULT_PART_SIZE: int
@@ -13,14 +25,14 @@ class CoreError(Exception):
     """args: (kind, message, key, attempts, cause); cause is (kind, message, key, attempts)."""
 
 def list_objects(
-    specs: list[StoreSpec], requests: list[tuple[int, str, bool]]
-) -> list[list[Listed]]: ...
+    specs: list[_StoreSpec], requests: list[tuple[int, str, bool]]
+) -> list[list[_Listed]]: ...
 def put_files(
-    spec: StoreSpec, items: Sequence[tuple[str | PathLike[str], str]], concurrency: int
+    spec: _StoreSpec, items: Sequence[tuple[str | PathLike[str], str]], concurrency: int
 ) -> None: ...
 def clean_stale(dirs: list[str]) -> int: ...
 def start_download(
-    specs: list[StoreSpec],
+    specs: list[_StoreSpec],
     jobs: list[tuple[int, str, int, str | None, str, int | None]],
     groups: list[str],
     *,
@@ -30,6 +42,7 @@ def start_download(
     retry: tuple[int, float, float, float],
 ) -> DownloadHandle: ...
 
+@final
 class DownloadHandle:
     def next_events(self, timeout_s: float) -> list[tuple[int, int]] | None: ...
     def bytes_done(self) -> int: ...
