@@ -11,7 +11,7 @@ from typing import Any
 from ursa import _core
 from ursa.catalog import ModalityRow, QueryResult, build_filter, query_dataset
 from ursa.download import Tuning, run
-from ursa.errors import ConfigurationError
+from ursa.errors import ConfigurationError, raise_from_core
 from ursa.events import Emitter, ProgressCallback
 from ursa.layouts import check_layout
 from ursa.plan import DownloadPlan, make_plan, unique_rows
@@ -114,7 +114,10 @@ class DataInterface:
         emitter.bytes_total = plan.bytes_total
         emitter.emit("plan_done", bytes_done=0, retries=0, **scope)
         dest_path.mkdir(parents=True, exist_ok=True)
-        _core.clean_stale(sorted(str(d) for d in plan.target_dirs()))
+        try:
+            _core.clean_stale(sorted(str(d) for d in plan.target_dirs()))
+        except _core.CoreError as exc:
+            raise_from_core(exc)
         retries = run(plan, emitter, tuning, overwrite) if plan.rows else 0
         emitter.emit("finish", bytes_done=plan.bytes_total, retries=retries, **scope)
         return plan.paths
