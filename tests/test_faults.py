@@ -162,7 +162,7 @@ def test_retries_back_off(
     gaps = [b.time - a.time for a, b in itertools.pairwise(gets)]
     assert len(gaps) == 3
     # Full jitter between half and all of 0.2 s, 0.4 s, 0.8 s.
-    assert 0.1 <= gaps[0] < 0.4 and gaps[1] >= 0.2 and gaps[2] >= 0.4
+    assert 0.1 <= gaps[0] < 1.0 and gaps[1] >= 0.2 and gaps[2] >= 0.4  # upper bound: slack for load
     assert gaps[2] > gaps[0]
 
 
@@ -181,8 +181,8 @@ def test_slow_but_steady_is_not_killed(
     """A body that trickles for far longer than the idle timeout, but never pauses that
     long, completes without a retry: the timeout bounds silence, not duration."""
     key = f"{rec.recording_hash}/eeg/eeg\\.zarr/data/c/0/1$"  # a 32,000-byte chunk
-    faulty.add(Rule("slow", method="GET", key=key, chunk=4000, delay_s=0.25))
-    policy = RetryPolicy(max_attempts=1, idle_timeout_s=0.5)
+    faulty.add(Rule("slow", method="GET", key=key, chunk=2000, delay_s=0.2))
+    policy = RetryPolicy(max_attempts=1, idle_timeout_s=1.0)
     started = time.monotonic()
     finish = download(data, rec, tmp_path, retry=policy)
     assert time.monotonic() - started > 1.5
