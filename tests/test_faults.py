@@ -4,9 +4,11 @@ ObjectStoreError naming the key and leave nothing partial behind."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,91 @@ def test_slow_but_steady_is_not_killed(
     assert time.monotonic() - started > 1.5
     assert finish.retries == 0
     assert digests(tmp_path) == truth
+
+
+# --- what a corrupted byte is caught by ----------------------------------------------
+
+
+def mp4_object(profile: Profile, rec: Recording) -> str:
+    row = next(r for r in rec.rows if r.modality == "camera")
+    assert row.storage_uri is not None
+    return locate(profile, row.storage_uri).key
+
+
+def store_bytes(boto: Any, key: str) -> str:
+    body = boto.get_object(Bucket="ursa-assets", Key=key)["Body"].read()
+    return hashlib.sha256(body).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def rec_md5(profile: Profile) -> Recording:
+    """Uploaded as older SDKs did, without checksums: the MD5 ETag is the only check."""
+    rows = [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=4 * MiB)]
+    return build_recording(profile, rows, seed=32, checksums=False)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["one-stream", "in-parts"])
+def test_an_md5_etag_alone_catches_a_flipped_byte(
+    data: DataInterface,
+    rec_md5: Recording,
+    faulty: FaultProxy,
+    tmp_path: Path,
+    boto: Any,
+    profile: Profile,
+    whole: bool,
+) -> None:
+    key = mp4_object(profile, rec_md5)
+    head = boto.head_object(Bucket="ursa-assets", Key=key, ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" not in head and len(head["ETag"].strip('"')) == 32
+    rule = faulty.add(
+        Rule("flip_byte", method="GET", key=mp4_key(rec_md5), after_bytes=12_345, times=1)
+    )
+    finish = download(data, rec_md5, tmp_path, part_size=16 * MiB if whole else 1 * MiB)
+    assert rule.fired == 1 and finish.retries >= 1
+    got = tmp_path / rec_md5.recording_hash / "camera" / "camera.mp4"
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == store_bytes(boto, key)
+
+
+def test_a_multipart_upload_is_checked_by_its_full_object_crc32(
+    data: DataInterface,
+    faulty: FaultProxy,
+    tmp_path: Path,
+    boto: Any,
+    profile: Profile,
+) -> None:
+    """An ETag of a multipart upload (`…-N`) is no MD5 of the bytes; the full-object CRC32
+    the uploader had the store keep is what catches a flipped byte in a part."""
+    rows = [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=12 * MiB)]
+    rec = build_recording(profile, rows, seed=33)
+    key = mp4_object(profile, rec)
+    body = boto.get_object(Bucket="ursa-assets", Key=key)["Body"].read()
+    upload = boto.create_multipart_upload(
+        Bucket="ursa-assets", Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+    )
+    parts = []
+    for n, start in enumerate(range(0, len(body), 5 * MiB), start=1):
+        part = boto.upload_part(
+            Bucket="ursa-assets", Key=key, UploadId=upload["UploadId"], PartNumber=n,
+            Body=body[start : start + 5 * MiB], ChecksumAlgorithm="CRC32",
+        )  # fmt: skip
+        parts.append(
+            {"PartNumber": n, "ETag": part["ETag"], "ChecksumCRC32": part["ChecksumCRC32"]}
+        )
+    full = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    boto.complete_multipart_upload(
+        Bucket="ursa-assets", Key=key, UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": parts}, ChecksumType="FULL_OBJECT", ChecksumCRC32=full,
+    )  # fmt: skip
+    head = boto.head_object(Bucket="ursa-assets", Key=key, ChecksumMode="ENABLED")
+    assert head["ETag"].strip('"').endswith("-3") and head["ChecksumCRC32"] == full
+
+    rule = faulty.add(
+        Rule("flip_byte", method="GET", key=mp4_key(rec), after_bytes=54_321, times=1)
+    )
+    finish = download(data, rec, tmp_path, part_size=1 * MiB)
+    assert rule.fired == 1 and finish.retries >= 1
+    got = tmp_path / rec.recording_hash / "camera" / "camera.mp4"
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(body).hexdigest()
 
 
 # --- permanent faults: ObjectStoreError, nothing partial ----------------------------

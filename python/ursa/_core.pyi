@@ -28,7 +28,10 @@ def list_objects(
     specs: list[_StoreSpec], requests: list[tuple[int, str, bool]]
 ) -> list[list[_Listed]]: ...
 def put_files(
-    spec: _StoreSpec, items: Sequence[tuple[str | PathLike[str], str]], concurrency: int
+    spec: _StoreSpec,
+    items: Sequence[tuple[str | PathLike[str], str]],
+    concurrency: int,
+    checksum: bool = True,
 ) -> None: ...
 def clean_stale(dirs: list[str]) -> int: ...
 def start_download(

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod fetch;
+pub mod http;
 pub mod keypath;
 pub mod parts;
 pub mod retry;
@@ -11,6 +12,7 @@ pub mod runtime;
 pub mod store;
 pub mod tempname;
 pub mod transfer;
+pub mod verify;
 pub mod writer;
 
 #[cfg(feature = "python")]

@@ -150,24 +150,28 @@ async fn expand(store: &Store, target: &str, is_prefix: bool) -> Result<Vec<List
         .collect()
 }
 
-/// Upload local files `(path, key)` (for fixtures and demos), `concurrency` at a time.
+/// Upload local files `(path, key)` (for fixtures and demos), `concurrency` at a time,
+/// each with its CRC32 for the store to keep unless `checksum` is false.
 #[pyfunction]
+#[pyo3(signature = (spec, items, concurrency, checksum = true))]
 fn put_files(
     py: Python<'_>,
     spec: Bound<'_, PyDict>,
     items: Vec<(PathBuf, String)>,
     concurrency: usize,
+    checksum: bool,
 ) -> PyResult<()> {
     let store = stores(&[spec])?.remove(0);
+    let http = crate::http::client(std::time::Duration::from_secs(30)).map_err(to_py)?;
     let result = wait(py, async move {
         stream::iter(items)
             .map(|(path, key)| {
-                let store = store.clone();
+                let (store, http) = (store.clone(), http.clone());
                 async move {
                     let data = tokio::fs::read(&path)
                         .await
                         .map_err(|e| Error::io(&format!("reading {}", path.display()), &e))?;
-                    store.put(&key, Bytes::from(data)).await
+                    store.put(&http, &key, Bytes::from(data), checksum).await
                 }
             })
             .buffer_unordered(concurrency.max(1))

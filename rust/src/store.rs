@@ -1,7 +1,6 @@
 //! The object stores ursa reads: S3-compatible buckets (R2, SeaweedFS, …) and the local
-//! filesystem. Listing, HEAD and PUT go through `object_store` (which owns their
-//! retries); object bodies are fetched by `fetch` with presigned URLs so the engine sees
-//! every status, header and byte itself.
+//! filesystem. Listing and HEAD go through `object_store` (which owns their retries);
+//! object bodies, stored checksums and uploads go through presigned requests (`http`).
 
 use std::fmt;
 use std::ops::Range;
@@ -13,14 +12,12 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::signer::{HeaderName, HeaderValue, SignedUrlOptions, Signer};
 use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
 use crate::error::{from_object_store, Error, ErrorKind, Result};
-
-pub(crate) const CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
+use crate::http;
 
 /// Where a store is and how to reach it. The secret never appears in `Debug`.
 #[derive(Clone)]
@@ -172,12 +169,32 @@ impl Store {
         })
     }
 
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.inner
-            .put(&parse_path(key)?, PutPayload::from(data))
-            .await
-            .map(|_| ())
-            .map_err(|e| from_object_store(e, key))
+    /// Upload `data` as `key`; with `checksum`, an S3 store is given its CRC32 to keep, as
+    /// current SDKs do.
+    pub async fn put(&self, http: &reqwest::Client, key: &str, data: Bytes, checksum: bool) -> Result<()> {
+        let path = parse_path(key)?;
+        match &self.s3 {
+            Some(s3) => http::put(http, s3, &path, key, data, checksum).await,
+            None => self
+                .inner
+                .put(&path, PutPayload::from(data))
+                .await
+                .map(|_| ())
+                .map_err(|e| from_object_store(e, key)),
+        }
+    }
+
+    /// The full-object CRC32 the store keeps for `key`, if any (local files keep none).
+    pub async fn head_crc32(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<u32>> {
+        match &self.s3 {
+            Some(s3) => http::head_crc32(http, s3, &parse_path(key)?, key, etag).await,
+            None => Ok(None),
+        }
     }
 
     /// Start a GET of `range` of `key`, pinned to `etag`. `total` is the object's size,
@@ -192,7 +209,7 @@ impl Store {
     ) -> Result<Body> {
         let path = parse_path(key)?;
         match &self.s3 {
-            Some(s3) => crate::fetch::http_get(http, s3, &path, key, range, total, etag).await,
+            Some(s3) => http::get(http, s3, &path, key, range, total, etag).await,
             None => self.local_get(&path, key, range, etag).await,
         }
     }
@@ -218,23 +235,6 @@ impl Store {
             skip: 0,
             crc32: None,
         })
-    }
-
-    /// A GET URL valid for an hour. `checksum` signs `x-amz-checksum-mode: ENABLED` into
-    /// it, asking the store for the object's full checksum (whole-object GETs only).
-    pub(crate) async fn presign(
-        s3: &AmazonS3,
-        path: &Path,
-        key: &str,
-        checksum: bool,
-    ) -> Result<reqwest::Url> {
-        let mut options = SignedUrlOptions::default();
-        if checksum {
-            options = options.with_signed_header(CHECKSUM_MODE, HeaderValue::from_static("ENABLED"));
-        }
-        s3.signed_url_opts(reqwest::Method::GET, path, Duration::from_secs(3600), &options)
-            .await
-            .map_err(|e| from_object_store(e, key))
     }
 }
 

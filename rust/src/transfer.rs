@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,10 +15,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{http_client, Fetch, Progress, Verifier};
+use crate::fetch::{Fetch, Progress};
+use crate::http;
 use crate::parts::split;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
+use crate::verify::{combine_crc32, md5_of_etag, mismatch, OrderedDigest, Verifier};
 use crate::writer::{Stage, TempFile};
 
 /// One object to download to `dest`. With `group`, `dest` lies inside that group's
@@ -167,56 +169,20 @@ struct ObjectState {
     file: OnceCell<TempFile>,
     remaining: AtomicUsize,
     group: Option<Arc<GroupState>>,
-    /// For objects fetched in parts with a checksum: hashed in order as parts land.
-    digest: Option<OrderedDigest>,
+    /// For objects fetched in parts: how the whole is checked, learnt once (a HEAD).
+    check: OnceCell<PartsCheck>,
+    /// Each part's CRC32, combined into the object's when a stored CRC32 is the check.
+    part_crcs: Vec<AtomicU32>,
 }
 
-/// Hashes an object's parts in order while later parts are still downloading, so a
-/// checksum costs little more wall time than the last part's share.
-struct OrderedDigest {
-    landed: Vec<AtomicBool>,
-    state: Mutex<(usize, Verifier)>,
-}
-
-impl OrderedDigest {
-    /// Mark part `i` landed and hash every landed part at the front, unless another task
-    /// is already doing so (it re-checks before letting go, so nothing is missed).
-    fn part_landed(&self, i: usize, file: &std::fs::File, ranges: &[Range<u64>]) -> Result<()> {
-        self.landed[i].store(true, Ordering::Release);
-        loop {
-            let Ok(mut state) = self.state.try_lock() else {
-                return Ok(());
-            };
-            let next = self.hash_ready(&mut state, file, ranges)?;
-            drop(state);
-            if next >= ranges.len() || !self.landed[next].load(Ordering::Acquire) {
-                return Ok(());
-            }
-        }
-    }
-
-    fn hash_ready(
-        &self,
-        state: &mut (usize, Verifier),
-        file: &std::fs::File,
-        ranges: &[Range<u64>],
-    ) -> Result<usize> {
-        while state.0 < ranges.len() && self.landed[state.0].load(Ordering::Acquire) {
-            tokio::task::block_in_place(|| hash_range(file, &mut state.1, ranges[state.0].clone()))?;
-            state.0 += 1;
-        }
-        Ok(state.0)
-    }
-
-    /// Once every part has landed: finish hashing (waiting for a task still at it) and check.
-    fn finish(&self, file: &std::fs::File, ranges: &[Range<u64>], key: &str) -> Result<()> {
-        tokio::task::block_in_place(|| {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            self.hash_ready(&mut state, file, ranges)?;
-            state.0 = 0;
-            state.1.finish(key)
-        })
-    }
+/// How an object fetched in parts is checked once every part has landed.
+enum PartsCheck {
+    /// The store keeps a full-object CRC32: combine the parts' (computed as they land).
+    Crc32(u32),
+    /// A single-part upload's MD5 ETag: hashed in order, overlapping later parts.
+    Md5(OrderedDigest),
+    /// Neither (a multipart upload without checksums): the size is the check.
+    Size,
 }
 
 impl Engine {
@@ -230,19 +196,15 @@ impl Engine {
         'jobs: for (index, job) in jobs.into_iter().enumerate() {
             let ranges = split(job.size, self.options.part_size);
             let group = job.group.map(|g| groups[g].clone());
-            let verifier = Verifier::for_etag(job.etag.as_deref());
-            let digest = (ranges.len() > 1 && verifier.has_checksum()).then(|| OrderedDigest {
-                landed: ranges.iter().map(|_| AtomicBool::new(false)).collect(),
-                state: Mutex::new((0, verifier)),
-            });
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
+                part_crcs: ranges.iter().map(|_| AtomicU32::new(0)).collect(),
                 ranges: ranges.clone(),
                 file: OnceCell::new(),
                 group,
                 job,
-                digest,
+                check: OnceCell::new(),
             });
             for (part, range) in ranges.into_iter().enumerate() {
                 let permit = tokio::select! {
@@ -333,7 +295,7 @@ impl Engine {
             .await?;
         let http = self
             .http
-            .get_or_try_init(|| async { http_client(self.options.retry.idle_timeout) })
+            .get_or_try_init(|| async { http::client(self.options.retry.idle_timeout) })
             .await?;
         let fetch = Fetch {
             store: &self.stores[job.store],
@@ -345,12 +307,30 @@ impl Engine {
             cancel: &self.cancel,
             progress: &self.progress,
         };
-        let whole = object.ranges.len() == 1;
-        let mut verifier = Verifier::for_etag(job.etag.as_deref());
-        fetch
-            .range_to_file(&file.file, range, whole.then_some(&mut verifier))
+        if object.ranges.len() == 1 {
+            fetch
+                .range_to_file(&file.file, range, &mut Verifier::for_object(job.etag.as_deref()))
+                .await?;
+            return self.publish(object).await;
+        }
+        let check = object
+            .check
+            .get_or_try_init(|| async {
+                Ok::<_, Error>(match fetch.stored_crc32().await? {
+                    Some(crc) => PartsCheck::Crc32(crc),
+                    None if job.etag.as_deref().and_then(md5_of_etag).is_some() => {
+                        let md5 = Verifier::for_object(job.etag.as_deref());
+                        PartsCheck::Md5(OrderedDigest::new(object.ranges.len(), md5))
+                    }
+                    None => PartsCheck::Size,
+                })
+            })
             .await?;
-        if let Some(digest) = &object.digest {
+        let crc = fetch
+            .range_to_file(&file.file, range, &mut Verifier::for_part())
+            .await?;
+        object.part_crcs[part].store(crc, Ordering::Relaxed);
+        if let PartsCheck::Md5(digest) = check {
             digest
                 .part_landed(part, &file.file, &object.ranges)
                 .map_err(|e| e.with_key(&job.key))?;
@@ -358,17 +338,29 @@ impl Engine {
         if object.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
-        if let Some(digest) = &object.digest {
-            if let Err(err) = digest.finish(&file.file, &object.ranges, &job.key) {
-                if err.kind != ErrorKind::Integrity {
-                    return Err(err);
+        let verdict = match check {
+            PartsCheck::Crc32(want) => {
+                let crcs = object.part_crcs.iter().map(|c| c.load(Ordering::Relaxed));
+                let lens = object.ranges.iter().map(|r| r.end - r.start);
+                match combine_crc32(crcs.zip(lens)) == *want {
+                    true => Ok(()),
+                    false => Err(mismatch(&job.key)),
                 }
-                // A bad checksum over parts: fetch the object again as one verified stream.
-                self.progress.retries.fetch_add(1, Ordering::Relaxed);
-                fetch
-                    .range_to_file(&file.file, 0..job.size, Some(&mut verifier))
-                    .await?;
             }
+            PartsCheck::Md5(digest) => digest.finish(&file.file, &object.ranges, &job.key),
+            PartsCheck::Size => Ok(()),
+        };
+        if let Err(err) = verdict {
+            if err.kind != ErrorKind::Integrity {
+                return Err(err);
+            }
+            // A bad checksum over parts: fetch the object again as one verified stream.
+            self.progress.retries.fetch_add(1, Ordering::Relaxed);
+            let mut whole = Verifier::for_object(job.etag.as_deref());
+            if let PartsCheck::Crc32(want) = check {
+                whole.expect_crc32(*want);
+            }
+            fetch.range_to_file(&file.file, 0..job.size, &mut whole).await?;
         }
         self.publish(object).await
     }
@@ -403,20 +395,6 @@ fn staged_dest(group: &GroupState, dest: &std::path::Path) -> PathBuf {
         Some(stage) => stage.staged_path(&group.dest, dest),
         None => dest.to_path_buf(),
     }
-}
-
-fn hash_range(file: &std::fs::File, verifier: &mut Verifier, range: Range<u64>) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (range.end - range.start).min(4 << 20) as usize];
-    let mut pos = range.start;
-    while pos < range.end {
-        let n = ((range.end - pos) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], pos)
-            .map_err(|e| Error::io("reading back the download", &e))?;
-        verifier.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(())
 }
 
 fn create_dir_all(dir: &std::path::Path) -> Result<()> {

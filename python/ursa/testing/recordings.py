@@ -71,20 +71,28 @@ def build_recording(
     seed: int = 0,
     recording_hash: str | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    checksums: bool = True,
 ) -> Recording:
     """Make every row's raw segments (kept after ingestion, as in production) and, for
-    ingested rows, the processed asset; upload them; append the rows to the catalog."""
+    ingested rows, the processed asset; upload them; append the rows to the catalog.
+
+    With ``checksums`` (the default) every object is uploaded with its CRC32, as current
+    S3 SDKs do, and the store keeps it; without, as older uploaders did, an object's only
+    checksum is its MD5 ETag."""
     prof = load_profile(profile)
     rhash = recording_hash or recording_hash_for(seed)
     made: list[ModalityRow] = []
     with tempfile.TemporaryDirectory(prefix="ursa-build-", dir=workdir) as tmp:
         for i, spec in enumerate(rows):
-            made.append(_build_row(prof, rhash, spec, Path(tmp) / str(i), seed * 1000 + i))
+            row_seed = seed * 1000 + i
+            made.append(_build_row(prof, rhash, spec, Path(tmp) / str(i), row_seed, checksums))
     write_catalog(prof, made)
     return Recording(rhash, tuple(made))
 
 
-def _build_row(prof: Profile, rhash: str, spec: RowSpec, tmp: Path, seed: int) -> ModalityRow:
+def _build_row(
+    prof: Profile, rhash: str, spec: RowSpec, tmp: Path, seed: int, checksums: bool
+) -> ModalityRow:
     rel = f"{rhash}/{spec.modality}/" + (f"{spec.worker_id}/" if spec.worker_id else "")
     if prof.raw_bucket is None:
         raise ValueError(f"profile {prof.name!r} has no raw store")
@@ -92,7 +100,7 @@ def _build_row(prof: Profile, rhash: str, spec: RowSpec, tmp: Path, seed: int) -
     segments = assets.write_raw_segments(
         tmp / "raw", count=spec.segments, size_bytes=spec.segment_size, seed=seed
     )
-    _upload(prof, raw_uri, tmp / "raw", segments)
+    _upload(prof, raw_uri, tmp / "raw", segments, checksums)
     storage_uri = None
     if spec.status == "ingested":
         if spec.asset_format is None or prof.assets_bucket is None:
@@ -103,7 +111,7 @@ def _build_row(prof: Profile, rhash: str, spec: RowSpec, tmp: Path, seed: int) -
         built = _make_asset(spec, tmp / "asset", name, seed)
         storage_uri = bucket_uri(prof.assets_bucket, rel + name)
         files = [p for p in (tmp / "asset").rglob("*") if p.is_file()]
-        _upload(prof, bucket_uri(prof.assets_bucket, rel), tmp / "asset", files)
+        _upload(prof, bucket_uri(prof.assets_bucket, rel), tmp / "asset", files, checksums)
         assert built.exists()
     return ModalityRow(
         recording_hash=rhash,
@@ -159,11 +167,13 @@ def _pad_mp4(mp4: Path, size: int, seed: int) -> None:
     filler.unlink()
 
 
-def _upload(prof: Profile, base_uri: str, root: Path, files: Sequence[Path]) -> None:
+def _upload(
+    prof: Profile, base_uri: str, root: Path, files: Sequence[Path], checksums: bool
+) -> None:
     loc = locate(prof, base_uri)
     items = [(str(f), loc.key + f.relative_to(root).as_posix()) for f in files]
     try:
-        _core.put_files(loc.spec, items, 16)
+        _core.put_files(loc.spec, items, 16, checksum=checksums)
     except _core.CoreError as exc:
         raise_from_core(exc)
 
