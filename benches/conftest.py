@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,6 +162,27 @@ def run_tool(tool: str, spec: dict[str, Any], dest: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["cpu_s"] = usage.ru_utime + usage.ru_stime  # includes the tool's own children
     return result
+
+
+def retire(dest: Path, trash: Path) -> None:
+    """Clear a run's output without freeing many inodes while the benchmark runs. ext4
+    without a journal (as on these VMs) steps over every inode freed in the last minute,
+    one by one, when it creates a file: right after 20,000 files were deleted, creating a
+    file took ~650 µs instead of ~60 µs (measured), which made the small-object rows depend
+    on which tool ran after which deletion. Big files (most bytes, few inodes) go now; the
+    rest waits in `trash` until the session ends."""
+    for path in dest.rglob("*"):
+        if path.is_file() and path.stat().st_size >= MiB:
+            path.unlink()
+    trash.mkdir(parents=True, exist_ok=True)
+    dest.rename(Path(tempfile.mkdtemp(dir=trash)) / dest.name)
+
+
+@pytest.fixture(scope="session")
+def trash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("trash")
+    yield path
+    shutil.rmtree(path)
 
 
 def record(workload: str, tool: str, result: dict[str, Any]) -> None:

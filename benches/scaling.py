@@ -10,13 +10,14 @@ Each point is the median of URSA_BENCH_ROUNDS runs (default 2), each tool in its
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import KEY, ROOT, SECRET, run_tool
+from conftest import KEY, ROOT, SECRET, retire, run_tool
 from ursa import Profile
 from ursa.testing import RowSpec, build_recording
 from ursa.testing.seaweed import start_seaweed
@@ -35,7 +36,7 @@ def measure(spec: dict[str, Any], work: Path) -> dict[str, dict[str, float]]:
         for i in range(ROUNDS):
             dest = work / f"{spec['name']}-{tool}-{i}"
             runs.append(run_tool(tool, spec, dest))
-            os.system(f"rm -rf '{dest}'")
+            retire(dest, work / "trash")
         out[tool] = {
             "wall_s": statistics.median(r["wall_s"] for r in runs),
             "rss_mib": max(r["rss_kib"] for r in runs) / 1024,
@@ -74,6 +75,7 @@ def main() -> None:
             result = measure(spec, work)
             rows.append((axis, value, result))
             print(axis, value, result, flush=True)
+    shutil.rmtree(work)
     write_report(rows)
 
 

@@ -5,13 +5,12 @@ URSA_BENCH_WORKLOADS=a,b and URSA_BENCH_TOOLS=ursa,s5cmd; URSA_BENCH_ROUNDS (def
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import TOOLS, WORKLOADS, record, run_tool, selected
+from conftest import TOOLS, WORKLOADS, record, retire, run_tool, selected
 
 ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "3"))
 
@@ -21,7 +20,9 @@ ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "3"))
 @pytest.mark.parametrize(
     "workload", selected("URSA_BENCH_WORKLOADS", tuple(WORKLOADS)), indirect=True
 )
-def test_download(benchmark: Any, workload: dict[str, Any], tool: str, tmp_path: Path) -> None:
+def test_download(
+    benchmark: Any, workload: dict[str, Any], tool: str, tmp_path: Path, trash: Path
+) -> None:
     runs = iter(range(ROUNDS))
     expected: list[int] = []
 
@@ -33,7 +34,7 @@ def test_download(benchmark: Any, workload: dict[str, Any], tool: str, tmp_path:
         result = run_tool(tool, spec, dest)
         record(spec["name"], tool, result)
         expected.append(result["bytes"])
-        shutil.rmtree(dest)
+        retire(dest, trash)
 
     benchmark.pedantic(once, setup=setup, rounds=ROUNDS, iterations=1)
     assert len(set(expected)) == 1 and expected[0] > 0, "runs wrote different byte counts"
