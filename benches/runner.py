@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -202,19 +203,32 @@ TOOLS = {
 }
 
 
+def _cpu_s() -> float:
+    """User+system CPU of this process and its finished children (a CLI tool's)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     tool, spec_json, dest = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     spec = json.loads(Path(spec_json).read_text())
     dest.mkdir(parents=True, exist_ok=True)
     for module in PRELOAD.get(tool, ()):
         importlib.import_module(module)
-    started = time.perf_counter()
+    cpu_before, started = _cpu_s(), time.perf_counter()
     TOOLS[tool](spec, dest)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_before
     files = [p for p in dest.rglob("*") if p.is_file()]
     peak = max(PEAK_KIB, _hwm_kib())
     size = sum(p.stat().st_size for p in files)
-    print(json.dumps({"wall_s": wall, "files": len(files), "bytes": size, "rss_kib": peak}))
+    print(
+        json.dumps(
+            {"wall_s": wall, "cpu_s": cpu, "files": len(files), "bytes": size, "rss_kib": peak}
+        )
+    )
 
 
 if __name__ == "__main__":
