@@ -185,6 +185,37 @@ enum PartsCheck {
     Size,
 }
 
+impl PartsCheck {
+    /// Ask the store once per object (a HEAD) for a full-object CRC32; else the ETag.
+    async fn learn(fetch: &Fetch<'_>, parts: usize) -> Result<PartsCheck> {
+        Ok(match fetch.stored_crc32().await? {
+            Some(crc) => PartsCheck::Crc32(crc),
+            None if fetch.etag.and_then(md5_of_etag).is_some() => {
+                PartsCheck::Md5(OrderedDigest::new(parts, Verifier::for_object(fetch.etag)))
+            }
+            None => PartsCheck::Size,
+        })
+    }
+
+    /// Once every part has landed: do the bytes match?
+    fn verdict(&self, object: &ObjectState, file: &std::fs::File) -> Result<()> {
+        let key = &object.job.key;
+        match self {
+            PartsCheck::Crc32(want) => {
+                let crcs = object.part_crcs.iter().map(|c| c.load(Ordering::Relaxed));
+                let lens = object.ranges.iter().map(|r| r.end - r.start);
+                if combine_crc32(crcs.zip(lens)) == *want {
+                    Ok(())
+                } else {
+                    Err(mismatch(key))
+                }
+            }
+            PartsCheck::Md5(digest) => digest.finish(file, &object.ranges, key),
+            PartsCheck::Size => Ok(()),
+        }
+    }
+}
+
 impl Engine {
     /// Every task is joined before this returns, so whatever happened, temporaries are
     /// gone (dropped) by the time the caller hears the outcome.
@@ -315,16 +346,7 @@ impl Engine {
         }
         let check = object
             .check
-            .get_or_try_init(|| async {
-                Ok::<_, Error>(match fetch.stored_crc32().await? {
-                    Some(crc) => PartsCheck::Crc32(crc),
-                    None if job.etag.as_deref().and_then(md5_of_etag).is_some() => {
-                        let md5 = Verifier::for_object(job.etag.as_deref());
-                        PartsCheck::Md5(OrderedDigest::new(object.ranges.len(), md5))
-                    }
-                    None => PartsCheck::Size,
-                })
-            })
+            .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len()))
             .await?;
         let crc = fetch
             .range_to_file(&file.file, range, &mut Verifier::for_part())
@@ -338,18 +360,7 @@ impl Engine {
         if object.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
-        let verdict = match check {
-            PartsCheck::Crc32(want) => {
-                let crcs = object.part_crcs.iter().map(|c| c.load(Ordering::Relaxed));
-                let lens = object.ranges.iter().map(|r| r.end - r.start);
-                match combine_crc32(crcs.zip(lens)) == *want {
-                    true => Ok(()),
-                    false => Err(mismatch(&job.key)),
-                }
-            }
-            PartsCheck::Md5(digest) => digest.finish(&file.file, &object.ranges, &job.key),
-            PartsCheck::Size => Ok(()),
-        };
+        let verdict = check.verdict(object, &file.file);
         if let Err(err) = verdict {
             if err.kind != ErrorKind::Integrity {
                 return Err(err);
