@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -27,30 +27,50 @@ MiB, GiB = 1 << 20, 1 << 30
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).with_name("runner.py")
 
-# name → (rows, bucket, source, status, what): the same bytes for every tool.
-WORKLOADS: dict[str, tuple[list[RowSpec], str, str, str, str]] = {
-    "raw-2000x256KiB": (
+
+class Workload(NamedTuple):
+    """The same bytes for every tool. Objects are uploaded with a stored CRC32, as current
+    S3 SDKs do, unless `checksums` is false (older uploaders: an MD5 ETag only)."""
+
+    rows: list[RowSpec]
+    bucket: str
+    source: str
+    status: str
+    what: str
+    checksums: bool = True
+
+
+WORKLOADS: dict[str, Workload] = {
+    "raw-2000x256KiB": Workload(
         [RowSpec("eeg", status="raw", segments=2000, segment_size=256 << 10)],
         "ursa-raw",
         "raw",
         "raw",
         "2,000 raw segments of 256 KiB",
     ),
-    "mp4-1GiB": (
+    "mp4-1GiB": Workload(
         [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=GiB)],
         "ursa-assets",
         "auto",
         "ingested",
         "one 1 GiB MP4 (+ its small frame index)",
     ),
-    "zarr-4000x32KiB": (
+    "mp4-1GiB-md5": Workload(
+        [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=GiB)],
+        "ursa-assets",
+        "auto",
+        "ingested",
+        "the same 1 GiB MP4 uploaded without a stored checksum (its MD5 ETag is the check)",
+        checksums=False,
+    ),
+    "zarr-4000x32KiB": Workload(
         [RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=4000)],
         "ursa-assets",
         "auto",
         "ingested",
         "a Zarr store of 4,000 chunks of 32 KiB",
     ),
-    "mixed-session": (
+    "mixed-session": Workload(
         [
             RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=500),
             RowSpec("events", asset_format="lance", segments=1, segment_size=1, events=20_000),
@@ -62,7 +82,7 @@ WORKLOADS: dict[str, tuple[list[RowSpec], str, str, str, str]] = {
         "ingested",
         "Zarr (500 chunks) + Lance + 512 MiB MP4 + Parquet",
     ),
-    "tiny-20000x4KiB": (
+    "tiny-20000x4KiB": Workload(
         [RowSpec("events", status="raw", segments=20_000, segment_size=4 << 10)],
         "ursa-raw",
         "raw",
@@ -111,11 +131,12 @@ def workload(
 ) -> dict[str, Any]:
     name: str = request.param
     if name not in _built:
-        rows, bucket, source, status, _ = WORKLOADS[name]
+        rows, bucket, source, status, _, checksums = WORKLOADS[name]
         profile = Profile(**profile_fields, access_key_id=KEY, secret_access_key=SECRET)
         rec = build_recording(
-            profile, rows, seed=abs(hash(name)) % 10_000, workdir=tmp_path_factory.mktemp("build")
-        )
+            profile, rows, seed=abs(hash(name)) % 10_000,
+            workdir=tmp_path_factory.mktemp("build"), checksums=checksums,
+        )  # fmt: skip
         prefix = f"{rec.recording_hash}/"
         _built[name] = {
             "name": name,
@@ -194,7 +215,7 @@ def record(workload: str, tool: str, result: dict[str, Any]) -> None:
 def table() -> str:
     lines = []
     for workload, tools in RESULTS.items():
-        what = WORKLOADS[workload][4]
+        what = WORKLOADS[workload].what
         medians = {t: statistics.median(m.wall_s) for t, m in tools.items()}
         peers = {t: v for t, v in medians.items() if t != "ursa"}
         best = min(peers, key=peers.__getitem__) if peers else None

@@ -4,7 +4,7 @@ size, for ursa and s5cmd (the best peer on most workloads), on one SeaweedFS.
     python benches/scaling.py        # or: make bench-scaling
 
 Writes docs/benchmarks-scaling.md (the table) and docs/benchmarks-scaling.png (the plot).
-Each point is the median of URSA_BENCH_ROUNDS runs (default 2), each tool in its own process.
+Each point is the median of URSA_BENCH_ROUNDS runs (default 3), each tool in its own process.
 """
 
 from __future__ import annotations
@@ -26,23 +26,26 @@ MiB = 1 << 20
 COUNTS = [500, 2000, 5000, 20000]
 SIZES = [64 * MiB, 256 * MiB, 1024 * MiB, 4096 * MiB]
 TOOLS = ("ursa", "s5cmd")
-ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "3"))
 
 
 def measure(spec: dict[str, Any], work: Path) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for tool in TOOLS:
-        runs = []
-        for i in range(ROUNDS):
+    """Each tool's median over the rounds. Tools take turns within a round, so neither
+    always runs first after the objects were uploaded (the server is still settling then)."""
+    runs: dict[str, list[dict[str, Any]]] = {tool: [] for tool in TOOLS}
+    for i in range(ROUNDS):
+        for tool in TOOLS:
             dest = work / f"{spec['name']}-{tool}-{i}"
-            runs.append(run_tool(tool, spec, dest))
+            runs[tool].append(run_tool(tool, spec, dest))
             retire(dest, work / "trash")
-        out[tool] = {
-            "wall_s": statistics.median(r["wall_s"] for r in runs),
-            "rss_mib": max(r["rss_kib"] for r in runs) / 1024,
-            "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+    return {
+        tool: {
+            "wall_s": statistics.median(r["wall_s"] for r in done),
+            "rss_mib": max(r["rss_kib"] for r in done) / 1024,
+            "cpu_s": statistics.median(r["cpu_s"] for r in done),
         }
-    return out
+        for tool, done in runs.items()
+    }
 
 
 def main() -> None:
