@@ -125,9 +125,7 @@ _built: dict[str, dict[str, Any]] = {}
 
 @pytest.fixture
 def workload(
-    request: pytest.FixtureRequest,
-    profile_fields: dict[str, Any],
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, profile_fields: dict[str, Any], scratch: Path
 ) -> dict[str, Any]:
     name: str = request.param
     if name not in _built:
@@ -135,7 +133,7 @@ def workload(
         profile = Profile(**profile_fields, access_key_id=KEY, secret_access_key=SECRET)
         rec = build_recording(
             profile, rows, seed=abs(hash(name)) % 10_000,
-            workdir=tmp_path_factory.mktemp("build"), checksums=checksums,
+            workdir=scratch, checksums=checksums,
         )  # fmt: skip
         prefix = f"{rec.recording_hash}/"
         _built[name] = {
@@ -192,6 +190,23 @@ def retire(dest: Path, trash: Path) -> None:
             path.unlink()
     trash.mkdir(parents=True, exist_ok=True)
     dest.rename(Path(tempfile.mkdtemp(dir=trash)) / dest.name)
+
+
+def make_scratch(fallback: Path) -> Path:
+    """A directory to generate workloads in before upload: on tmpfs when there is one, so
+    that deleting the generated files (20,000 for one workload) frees no inodes on the disk
+    the tools then write to (see `retire`): the first tool after a build paid for it."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="ursa-bench-", dir=shm))
+    return Path(tempfile.mkdtemp(prefix="ursa-bench-", dir=fallback))
+
+
+@pytest.fixture(scope="session")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = make_scratch(tmp_path_factory.getbasetemp())
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import KEY, ROOT, SECRET, retire, run_tool
+from conftest import KEY, ROOT, SECRET, make_scratch, retire, run_tool
 from ursa import Profile
 from ursa.testing import RowSpec, build_recording
 from ursa.testing.seaweed import start_seaweed
@@ -50,6 +50,7 @@ def measure(spec: dict[str, Any], work: Path) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ursa-scaling-"))
+    scratch = make_scratch(work)
     rows: list[tuple[str, int, dict[str, dict[str, float]]]] = []
     with start_seaweed(work / "seaweed", access_key_id=KEY, secret_access_key=SECRET) as server:
         for bucket in ("ursa-catalog", "ursa-raw", "ursa-assets"):
@@ -68,7 +69,7 @@ def main() -> None:
             ("size", s, RowSpec("camera", status="raw", segments=1, segment_size=s)) for s in SIZES
         ]
         for axis, value, row in points:
-            rec = build_recording(profile, [row], seed=value % 9973, workdir=work)
+            rec = build_recording(profile, [row], seed=value % 9973, workdir=scratch)
             spec = {
                 "name": f"{axis}-{value}", "endpoint": server.endpoint, "bucket": "ursa-raw",
                 "prefix": f"{rec.recording_hash}/", "profile": fields,
@@ -78,6 +79,7 @@ def main() -> None:
             result = measure(spec, work)
             rows.append((axis, value, result))
             print(axis, value, result, flush=True)
+    shutil.rmtree(scratch)
     shutil.rmtree(work)
     write_report(rows)
 
