@@ -184,12 +184,14 @@ def retire(dest: Path, trash: Path) -> None:
     one by one, when it creates a file: right after 20,000 files were deleted, creating a
     file took ~650 µs instead of ~60 µs (measured), which made the small-object rows depend
     on which tool ran after which deletion. Big files (most bytes, few inodes) go now; the
-    rest waits in `trash` until the session ends."""
+    rest waits in `trash` until the session ends. Then everything dirty is flushed: right
+    after 20,000 small files, a 64 MiB download took 0.20 s instead of 0.06 s."""
     for path in dest.rglob("*"):
         if path.is_file() and path.stat().st_size >= MiB:
             path.unlink()
     trash.mkdir(parents=True, exist_ok=True)
     dest.rename(Path(tempfile.mkdtemp(dir=trash)) / dest.name)
+    os.sync()  # this run's writeback must not land in the next run's time
 
 
 def make_scratch(fallback: Path) -> Path:
