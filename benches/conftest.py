@@ -135,6 +135,7 @@ def workload(
             profile, rows, seed=abs(hash(name)) % 10_000,
             workdir=scratch, checksums=checksums,
         )  # fmt: skip
+        os.sync()  # the upload's writeback (the server's volumes) must not land in a run
         prefix = f"{rec.recording_hash}/"
         _built[name] = {
             "name": name,

@@ -1,6 +1,6 @@
 """Download benchmarks: ursa against s5cmd, rclone, obstore and boto3 on the same
 SeaweedFS, same objects, in one run. Off by default (`make bench`). Select with
-URSA_BENCH_WORKLOADS=a,b and URSA_BENCH_TOOLS=ursa,s5cmd; URSA_BENCH_ROUNDS (default 3)."""
+URSA_BENCH_WORKLOADS=a,b and URSA_BENCH_TOOLS=ursa,s5cmd; URSA_BENCH_ROUNDS (default 5)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TOOLS, WORKLOADS, record, retire, run_tool, selected
 
-ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "5"))
 
 
 @pytest.mark.timeout(3600)
