@@ -158,6 +158,7 @@ class Measure:
     cpu_s: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
     bytes: int = 0
+    retries: int | None = None  # over all runs; None: the tool does not report them
 
 
 RESULTS: dict[str, dict[str, Measure]] = {}
@@ -228,6 +229,8 @@ def record(workload: str, tool: str, result: dict[str, Any]) -> None:
     m.cpu_s.append(result["cpu_s"])
     m.rss_kib.append(result["rss_kib"])
     m.bytes = result["bytes"]
+    if result["retries"] is not None:
+        m.retries = (m.retries or 0) + result["retries"]
 
 
 def table() -> str:
@@ -240,8 +243,8 @@ def table() -> str:
         lines += [
             f"### {workload} — {what}",
             "",
-            "| tool | median s (runs) | MB/s | vs best peer | CPU s/GiB | peak RSS MiB |",
-            "|---|---|---|---|---|---|",
+            "| tool | median s (runs) | MB/s | vs best peer | CPU s/GiB | peak RSS MiB | retries |",
+            "|---|---|---|---|---|---|---|",
         ]
         for tool in sorted(tools, key=medians.__getitem__):
             m = tools[tool]
@@ -251,7 +254,8 @@ def table() -> str:
             cpu = statistics.median(m.cpu_s) / gib
             lines.append(
                 f"| {tool} | {medians[tool]:.2f} ({len(m.wall_s)}) | {rate:,.0f} | {ratio} "
-                f"| {cpu:.2f} | {max(m.rss_kib) / 1024:.0f} |"
+                f"| {cpu:.2f} | {max(m.rss_kib) / 1024:.0f} "
+                f"| {'-' if m.retries is None else m.retries} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -269,7 +273,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "process. Time and CPU (user+sys, a CLI tool's included) are measured inside that "
         "process around the transfer, after module imports (median of the runs); peak RSS "
         "is the whole process's; the ratio is ursa's (or the tool's) median over the best "
-        "peer's.\n\n"
+        "peer's; retries are the requests a tool retried over all its runs (- where the tool "
+        "does not report them).\n\n"
     )
     out.write_text(header + table())
     print("\n" + table())

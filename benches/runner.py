@@ -67,35 +67,34 @@ def _run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise subprocess.CalledProcessError(proc.returncode, argv[0])
 
 
-def run_ursa(spec: dict[str, Any], dest: Path) -> int:
+def run_ursa(spec: dict[str, Any], dest: Path) -> int | None:
     from ursa import DataInterface, DownloadProgress, Profile
 
     key, secret = _keys()
     profile = Profile(**spec["profile"], access_key_id=key, secret_access_key=secret)
     data = DataInterface(profile)
     rows = data.query(recording_hash=spec["recording_hash"], status=spec["status"])
-    seen = 0
+    seen = retries = 0
 
     def progress(event: DownloadProgress) -> None:  # a callback attached, as users do
-        nonlocal seen
-        seen += 1
+        nonlocal seen, retries
+        seen, retries = seen + 1, event.retries
 
     paths = data.download(rows, dest, source=spec["source"], progress=progress)
     assert seen >= len(paths)
-    return len(paths)
+    return retries
 
 
-def run_s5cmd(spec: dict[str, Any], dest: Path) -> int:
+def run_s5cmd(spec: dict[str, Any], dest: Path) -> None:
     s5cmd = shutil.which("s5cmd", path=os.path.dirname(sys.executable)) or "s5cmd"
     src = f"s3://{spec['bucket']}/{spec['prefix']}*"
     _run_cli(
         [s5cmd, "--endpoint-url", spec["endpoint"], "--numworkers", str(spec["concurrency"]),
          "cp", "--concurrency", "8", "--part-size", str(spec["part_size"] // MiB), src, f"{dest}/"],
     )  # fmt: skip
-    return -1
 
 
-def run_rclone(spec: dict[str, Any], dest: Path) -> int:
+def run_rclone(spec: dict[str, Any], dest: Path) -> None:
     rclone = shutil.which("rclone", path=os.path.dirname(sys.executable)) or "rclone"
     key, secret = _keys()
     env = os.environ | {
@@ -114,10 +113,9 @@ def run_rclone(spec: dict[str, Any], dest: Path) -> int:
          "--config", "/dev/null"],
         env=env,
     )  # fmt: skip
-    return -1
 
 
-def run_obstore(spec: dict[str, Any], dest: Path) -> int:
+def run_obstore(spec: dict[str, Any], dest: Path) -> None:
     import obstore
     from obstore.store import S3Store
 
@@ -152,16 +150,15 @@ def run_obstore(spec: dict[str, Any], dest: Path) -> int:
         finally:
             os.close(fd)
 
-    async def main() -> int:
+    async def main() -> None:
         objects = [m async for batch in obstore.list(store, spec["prefix"]) for m in batch]
         sem = asyncio.Semaphore(spec["concurrency"])
         await asyncio.gather(*(fetch(m, sem) for m in objects))
-        return len(objects)
 
-    return asyncio.run(main())
+    asyncio.run(main())
 
 
-def run_boto3(spec: dict[str, Any], dest: Path) -> int:
+def run_boto3(spec: dict[str, Any], dest: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import boto3
@@ -191,7 +188,6 @@ def run_boto3(spec: dict[str, Any], dest: Path) -> int:
 
     with ThreadPoolExecutor(conc) as pool:
         list(pool.map(one, keys))
-    return len(keys)
 
 
 TOOLS = {
@@ -219,14 +215,21 @@ def main() -> None:
     for module in PRELOAD.get(tool, ()):
         importlib.import_module(module)
     cpu_before, started = _cpu_s(), time.perf_counter()
-    TOOLS[tool](spec, dest)
+    retries = TOOLS[tool](spec, dest)  # None: the tool does not report its retries
     wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_before
     files = [p for p in dest.rglob("*") if p.is_file()]
     peak = max(PEAK_KIB, _hwm_kib())
     size = sum(p.stat().st_size for p in files)
     print(
         json.dumps(
-            {"wall_s": wall, "cpu_s": cpu, "files": len(files), "bytes": size, "rss_kib": peak}
+            {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "files": len(files),
+                "bytes": size,
+                "rss_kib": peak,
+                "retries": retries,
+            }
         )
     )
 
