@@ -131,10 +131,13 @@ def workload(
     if name not in _built:
         rows, bucket, source, status, _, checksums = WORKLOADS[name]
         profile = Profile(**profile_fields, access_key_id=KEY, secret_access_key=SECRET)
+        # Each workload its own seed, hence its own recording hash and key prefix: a
+        # shared one would put another workload's objects in this one's download.
         rec = build_recording(
-            profile, rows, seed=abs(hash(name)) % 10_000,
+            profile, rows, seed=list(WORKLOADS).index(name) + 1,
             workdir=scratch, checksums=checksums,
         )  # fmt: skip
+        assert all(b["recording_hash"] != rec.recording_hash for b in _built.values())
         os.sync()  # the upload's writeback (the server's volumes) must not land in a run
         prefix = f"{rec.recording_hash}/"
         _built[name] = {
