@@ -10,12 +10,17 @@ Python tools.
 SPEC_JSON: {"endpoint", "bucket", "prefix", "profile": {...}, "recording_hash", "source",
 "status", "concurrency", "part_size"}; credentials come from the environment
 (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never the command line.
+
+With URSA_BENCH_PROFILE=DIR, the transfer runs under cProfile and its stats are written
+to DIR (to see where a Python tool's time goes; the figures of such a run are not
+comparable).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import importlib
 import json
 import os
@@ -214,9 +219,16 @@ def main() -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for module in PRELOAD.get(tool, ()):
         importlib.import_module(module)
+    profile_to = os.environ.get("URSA_BENCH_PROFILE")  # a directory for cProfile stats
+    profiler = cProfile.Profile() if profile_to else None
     cpu_before, started = _cpu_s(), time.perf_counter()
+    if profiler:
+        profiler.enable()
     retries = TOOLS[tool](spec, dest)  # None: the tool does not report its retries
     wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_before
+    if profiler and profile_to:
+        profiler.disable()
+        profiler.dump_stats(Path(profile_to) / f"{spec['name']}-{tool}-{dest.name}.prof")
     files = [p for p in dest.rglob("*") if p.is_file()]
     peak = max(PEAK_KIB, _hwm_kib())
     size = sum(p.stat().st_size for p in files)
