@@ -39,22 +39,34 @@ pub fn client(connect_timeout: Duration) -> Result<reqwest::Client> {
         })
 }
 
-/// A URL valid for an hour with `headers` signed into it.
-async fn presign(
+/// A request by a URL valid for an hour, with `headers` signed into it and sent, and
+/// pinned to `etag` when there is one.
+async fn presigned(
+    http: &reqwest::Client,
     s3: &AmazonS3,
     method: Method,
     path: &Path,
     key: &str,
-    headers: &[(HeaderName, HeaderValue)],
-) -> Result<reqwest::Url> {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    etag: Option<&str>,
+) -> Result<reqwest::RequestBuilder> {
     let options = headers
         .iter()
         .fold(SignedUrlOptions::default(), |o, (name, value)| {
             o.with_signed_header(name.clone(), value.clone())
         });
-    s3.signed_url_opts(method, path, Duration::from_secs(3600), &options)
+    let url = s3
+        .signed_url_opts(method.clone(), path, Duration::from_secs(3600), &options)
         .await
-        .map_err(|e| from_object_store(e, key))
+        .map_err(|e| from_object_store(e, key))?;
+    let mut request = http.request(method, url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(etag) = etag {
+        request = request.header(IF_MATCH, etag);
+    }
+    Ok(request)
 }
 
 fn checksum_mode() -> (HeaderName, HeaderValue) {
@@ -74,14 +86,9 @@ pub(crate) async fn get(
 ) -> Result<Body> {
     let whole = range.start == 0 && range.end == total;
     let signed = if whole { vec![checksum_mode()] } else { vec![] };
-    let mut request = http.get(presign(s3, Method::GET, path, key, &signed).await?);
-    request = if whole {
-        request.header(CHECKSUM_MODE, "ENABLED")
-    } else {
-        request.header(RANGE, format!("bytes={}-{}", range.start, range.end - 1))
-    };
-    if let Some(etag) = etag {
-        request = request.header(IF_MATCH, etag);
+    let mut request = presigned(http, s3, Method::GET, path, key, signed, etag).await?;
+    if !whole {
+        request = request.header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
     }
     let response = request.send().await.map_err(|e| transport(e, key))?;
     let status = response.status().as_u16();
@@ -125,11 +132,7 @@ pub(crate) async fn head_crc32(
     key: &str,
     etag: Option<&str>,
 ) -> Result<Option<u32>> {
-    let url = presign(s3, Method::HEAD, path, key, &[checksum_mode()]).await?;
-    let mut request = http.head(url).header(CHECKSUM_MODE, "ENABLED");
-    if let Some(etag) = etag {
-        request = request.header(IF_MATCH, etag);
-    }
+    let request = presigned(http, s3, Method::HEAD, path, key, vec![checksum_mode()], etag).await?;
     let response = request.send().await.map_err(|e| transport(e, key))?;
     if response.status().as_u16() != 200 {
         return Err(status_error(response, key).await);
@@ -153,10 +156,7 @@ pub(crate) async fn put(
         let value = HeaderValue::from_str(&crc).expect("base64 is a valid header value");
         headers.push((CHECKSUM_CRC32, value));
     }
-    let mut request = http.put(presign(s3, Method::PUT, path, key, &headers).await?);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
+    let request = presigned(http, s3, Method::PUT, path, key, headers, None).await?;
     let response = request.body(data).send().await.map_err(|e| transport(e, key))?;
     if response.status().is_success() {
         return Ok(());
