@@ -73,6 +73,7 @@ fn bench_write_path(label: &str, files: usize, size: usize) {
                 etag: None,
                 dest: dest.path().join(format!("{i:06}")),
                 group: None,
+                adopt: None,
             })
             .collect();
         let download = transfer::start(
@@ -81,6 +82,7 @@ fn bench_write_path(label: &str, files: usize, size: usize) {
             jobs,
             Vec::<PathBuf>::new(),
             Options::default(),
+            None,
         );
         while download.next_events(Duration::from_millis(50)).is_some() {}
         download.outcome().unwrap();

@@ -10,15 +10,26 @@ use futures::stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::journal::Journal;
 use crate::retry::{Budget, RetryPolicy};
 use crate::store::Store;
-use crate::verify::Verifier;
+use crate::verify::{hash_range, Verifier};
 
 /// Counters shared by every task of one download, read by the caller while it runs.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub bytes: AtomicU64,
     pub retries: AtomicU64,
+}
+
+/// Where a range's fetch starts, and the journal its progress is noted in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resume<'a> {
+    /// Leading bytes of the range already on disk (a dead run's): read back into the
+    /// checksum, not fetched again.
+    pub held: u64,
+    /// The object's journal and the range's part number in it.
+    pub journal: Option<(&'a Journal, usize)>,
 }
 
 /// One object's fetch context: where it comes from and the rules every request obeys.
@@ -36,17 +47,43 @@ pub struct Fetch<'a> {
 impl Fetch<'_> {
     /// Write `range` of the object into `file` at the same offsets and return the range's
     /// CRC32. Transient faults are retried from the last byte written; a checksum mismatch
-    /// (whole objects: `verifier` knows what the store promised) starts the range again.
+    /// (whole objects: `verifier` knows what the store promised) starts the range again,
+    /// held bytes included.
     pub async fn range_to_file(
         &self,
         file: &File,
         range: Range<u64>,
         verifier: &mut Verifier,
+        resume: Resume<'_>,
     ) -> Result<u32> {
         let mut budget = Budget::new(self.policy);
         let mut pos = range.start;
+        let mut all_held = false;
+        if resume.held > 0 {
+            pos += resume.held.min(range.end - range.start);
+            tokio::task::block_in_place(|| hash_range(file, verifier, range.start..pos))
+                .map_err(|e| e.with_key(self.key))?;
+            self.progress
+                .bytes
+                .fetch_add(pos - range.start, Ordering::Relaxed);
+            all_held = pos == range.end;
+        }
+        let note = |pos: u64| -> Result<()> {
+            match resume.journal {
+                Some((journal, part)) => journal
+                    .note(part, pos - range.start, pos == range.end)
+                    .map_err(|e| Error::io("writing the download's journal", &e).with_key(self.key)),
+                None => Ok(()),
+            }
+        };
         loop {
-            let result = match self.fetch_once(file, pos..range.end, &mut pos, verifier).await {
+            let fetched = if all_held {
+                Ok(())
+            } else {
+                self.fetch_once(file, pos..range.end, &mut pos, verifier, &note)
+                    .await
+            };
+            let result = match fetched {
                 Ok(()) => verifier.finish(self.key),
                 Err(err) => Err(err),
             };
@@ -56,6 +93,7 @@ impl Fetch<'_> {
             };
             if err.kind == ErrorKind::Integrity {
                 pos = range.start; // a bad checksum condemns every byte: start over
+                all_held = false;
             }
             self.after_failure(&mut budget, err).await?;
         }
@@ -87,6 +125,7 @@ impl Fetch<'_> {
         range: Range<u64>,
         pos: &mut u64,
         verifier: &mut Verifier,
+        note: &(dyn Fn(u64) -> Result<()> + Sync),
     ) -> Result<()> {
         let idle = self.policy.idle_timeout;
         let body = tokio::time::timeout(
@@ -126,6 +165,7 @@ impl Fetch<'_> {
             self.progress
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            note(*pos)?;
         }
         Ok(())
     }

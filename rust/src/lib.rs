@@ -5,8 +5,10 @@
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod journal;
 pub mod keypath;
 pub mod parts;
+pub mod records;
 pub mod retry;
 pub mod runtime;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The bridge to Python: converts types, waits with the GIL released (one helper,
 //! `wait`), and turns engine errors into `CoreError` data for `ursa.errors` to map.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::{Error, ErrorKind};
+use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
 use crate::transfer::{self, Download, Event, Job, Options};
-use crate::{keypath, tempname};
+use crate::{journal, keypath, tempname};
 
 pyo3::create_exception!(
     _core,
@@ -181,15 +183,53 @@ fn put_files(
     result.map(|_| ()).map_err(to_py)
 }
 
-/// Remove dead processes' temporaries from these directories; returns how many.
+/// Remove this machine's dead processes' temporaries from these directories, except the
+/// part files in `keep` (to be adopted) and their journals; returns how many.
 #[pyfunction]
-fn clean_stale(dirs: Vec<PathBuf>) -> PyResult<usize> {
+#[pyo3(signature = (dirs, keep = Vec::new()))]
+fn clean_stale(dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
+    let keep: HashSet<PathBuf> = keep.into_iter().collect();
     let mut removed = 0;
     for dir in dirs {
-        removed += tempname::clean_stale(&dir)
+        removed += tempname::clean_stale(&dir, &keep)
             .map_err(|e| to_py(Error::io(&format!("cleaning {}", dir.display()), &e)))?;
     }
     Ok(removed)
+}
+
+/// A dead run's temporary that could be continued: (final path, temporary, etag, size,
+/// bytes held).
+type Resumable = (PathBuf, PathBuf, Option<String>, u64, u64);
+
+/// The part files in these directories that this machine's dead processes left with a
+/// readable journal. Nothing is claimed here: the engine claims one when it starts.
+#[pyfunction]
+fn find_resumable(dirs: Vec<PathBuf>) -> PyResult<Vec<Resumable>> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let stale = tempname::stale_in(&dir)
+            .map_err(|e| to_py(Error::io(&format!("reading {}", dir.display()), &e)))?;
+        for (path, temp) in stale {
+            if temp.tag != tempname::Tag::Part {
+                continue;
+            }
+            let Some(state) =
+                tempname::retagged(&path, tempname::Tag::Journal).and_then(|j| journal::State::read(&j))
+            else {
+                continue;
+            };
+            let final_path = dir.join(&temp.final_name);
+            let held = state.held_total();
+            found.push((final_path, path, state.etag, state.size, held));
+        }
+    }
+    Ok(found)
+}
+
+/// This machine's name as temporaries carry it.
+#[pyfunction]
+fn host_name() -> &'static str {
+    tempname::host()
 }
 
 /// A running download, drained by Python on the thread that started it.
@@ -240,10 +280,20 @@ impl DownloadHandle {
     }
 }
 
-type JobTuple = (usize, String, u64, Option<String>, PathBuf, Option<usize>);
+type JobTuple = (
+    usize,
+    String,
+    u64,
+    Option<String>,
+    PathBuf,
+    Option<usize>,
+    Option<PathBuf>,
+);
 
+/// Start a download. `records` is `(dest, record file)`: every published file is noted
+/// there for later runs with resume=True.
 #[pyfunction]
-#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry))]
+#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, records = None))]
 #[allow(clippy::too_many_arguments)]
 fn start_download(
     specs: Vec<Bound<'_, PyDict>>,
@@ -253,6 +303,7 @@ fn start_download(
     part_size: u64,
     overwrite: bool,
     retry: (u32, f64, f64, f64),
+    records: Option<(PathBuf, PathBuf)>,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&specs)?;
     let (max_attempts, base, max, idle) = retry;
@@ -273,16 +324,18 @@ fn start_download(
     };
     let jobs = jobs
         .into_iter()
-        .map(|(store, key, size, etag, dest, group)| Job {
+        .map(|(store, key, size, etag, dest, group, adopt)| Job {
             store,
             key,
             size,
             etag,
             dest,
             group,
+            adopt,
         })
         .collect();
-    let inner = transfer::start(&runtime(), stores, jobs, groups, options);
+    let records = records.map(|(root, file)| RecordLog::new(root, file));
+    let inner = transfer::start(&runtime(), stores, jobs, groups, options, records);
     Ok(DownloadHandle { inner })
 }
 
@@ -293,6 +346,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_objects, m)?)?;
     m.add_function(wrap_pyfunction!(put_files, m)?)?;
     m.add_function(wrap_pyfunction!(clean_stale, m)?)?;
+    m.add_function(wrap_pyfunction!(find_resumable, m)?)?;
+    m.add_function(wrap_pyfunction!(host_name, m)?)?;
     m.add_function(wrap_pyfunction!(start_download, m)?)?;
     let defaults = Options::default();
     m.add("DEFAULT_MAX_CONCURRENCY", defaults.max_concurrency)?;

@@ -15,16 +15,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{Fetch, Progress};
+use crate::fetch::{Fetch, Progress, Resume};
 use crate::http;
+use crate::journal::JOURNAL_FROM;
 use crate::parts::split;
+use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
 use crate::verify::{combine_crc32, md5_of_etag, mismatch, OrderedDigest, Verifier};
 use crate::writer::{Stage, TempFile};
 
 /// One object to download to `dest`. With `group`, `dest` lies inside that group's
-/// directory asset and the file is staged with it.
+/// directory asset and the file is staged with it. With `adopt`, a dead run's temporary
+/// for `dest` is continued if its journal says it holds this object.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub store: usize,
@@ -33,6 +36,7 @@ pub struct Job {
     pub etag: Option<String>,
     pub dest: PathBuf,
     pub group: Option<usize>,
+    pub adopt: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +120,7 @@ pub fn start(
     jobs: Vec<Job>,
     groups: Vec<PathBuf>,
     options: Options,
+    records: Option<RecordLog>,
 ) -> Download {
     let (tx, rx) = mpsc::channel();
     let cancel = CancellationToken::new();
@@ -128,6 +133,7 @@ pub fn start(
         progress: progress.clone(),
         events: tx,
         http: OnceCell::new(),
+        records,
     };
     let slot = outcome.clone();
     runtime.spawn(async move {
@@ -151,6 +157,7 @@ struct Engine {
     progress: Arc<Progress>,
     events: mpsc::Sender<Event>,
     http: OnceCell<reqwest::Client>,
+    records: Option<RecordLog>,
 }
 
 /// A directory asset in progress: published when its last file lands.
@@ -166,6 +173,8 @@ struct ObjectState {
     index: usize,
     job: Job,
     ranges: Vec<Range<u64>>,
+    /// Per range: leading bytes a dead run left in an adopted temporary.
+    held: Vec<u64>,
     file: OnceCell<TempFile>,
     remaining: AtomicUsize,
     group: Option<Arc<GroupState>>,
@@ -225,14 +234,28 @@ impl Engine {
         let mut tasks = JoinSet::new();
         let mut failure: Option<Error> = None;
         'jobs: for (index, job) in jobs.into_iter().enumerate() {
-            let ranges = split(job.size, self.options.part_size);
+            let adopted = match (&job.adopt, job.group) {
+                (Some(candidate), None) => {
+                    TempFile::adopt(&job.dest, candidate, job.etag.as_deref(), job.size)
+                }
+                _ => None,
+            };
+            let (ranges, held, file) = match adopted {
+                Some((temp, state)) => (state.ranges(), state.held.clone(), OnceCell::new_with(Some(temp))),
+                None => {
+                    let ranges = split(job.size, self.options.part_size);
+                    let held = vec![0; ranges.len()];
+                    (ranges, held, OnceCell::new())
+                }
+            };
             let group = job.group.map(|g| groups[g].clone());
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
                 part_crcs: ranges.iter().map(|_| AtomicU32::new(0)).collect(),
                 ranges: ranges.clone(),
-                file: OnceCell::new(),
+                held,
+                file,
                 group,
                 job,
                 check: OnceCell::new(),
@@ -321,7 +344,16 @@ impl Engine {
             .get_or_try_init(|| async {
                 let staged = object.group.as_ref().map(|g| staged_dest(g, &job.dest));
                 let path = staged.as_ref().unwrap_or(&job.dest);
-                TempFile::create(path, job.size, staged.is_some()).map_err(|e| e.with_key(&job.key))
+                let temp = TempFile::create(path, job.size, staged.is_some());
+                match temp {
+                    // A large file outside a stage keeps a journal, so a killed run's
+                    // bytes can be continued by the next one.
+                    Ok(temp) if staged.is_none() && job.size >= JOURNAL_FROM => {
+                        temp.journaled(job.etag.as_deref(), job.size, self.options.part_size)
+                    }
+                    other => other,
+                }
+                .map_err(|e| e.with_key(&job.key))
             })
             .await?;
         let http = self
@@ -338,10 +370,13 @@ impl Engine {
             cancel: &self.cancel,
             progress: &self.progress,
         };
+        let resume = Resume {
+            held: object.held[part],
+            journal: file.journal.as_ref().map(|j| (j, part)),
+        };
         if object.ranges.len() == 1 {
-            fetch
-                .range_to_file(&file.file, range, &mut Verifier::for_object(job.etag.as_deref()))
-                .await?;
+            let mut whole = Verifier::for_object(job.etag.as_deref());
+            fetch.range_to_file(&file.file, range, &mut whole, resume).await?;
             return self.publish(object).await;
         }
         let check = object
@@ -349,7 +384,7 @@ impl Engine {
             .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len()))
             .await?;
         let crc = fetch
-            .range_to_file(&file.file, range, &mut Verifier::for_part())
+            .range_to_file(&file.file, range, &mut Verifier::for_part(), resume)
             .await?;
         object.part_crcs[part].store(crc, Ordering::Relaxed);
         if let PartsCheck::Md5(digest) = check {
@@ -371,7 +406,9 @@ impl Engine {
             if let PartsCheck::Crc32(want) = check {
                 whole.expect_crc32(*want);
             }
-            fetch.range_to_file(&file.file, 0..job.size, &mut whole).await?;
+            fetch
+                .range_to_file(&file.file, 0..job.size, &mut whole, Resume::default())
+                .await?;
         }
         self.publish(object).await
     }
@@ -383,9 +420,13 @@ impl Engine {
             None => {
                 file.publish(&job.dest, self.options.overwrite)
                     .map_err(|e| e.with_key(&job.key))?;
+                self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
             }
             Some(group) => {
+                // Its place in the stage is its final place once the stage is published;
+                // moving the stage does not change the file's identity.
+                self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
                 if group.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                     let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -397,6 +438,18 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Note what `job`'s file now is, for a later run with resume=True.
+    fn record(&self, job: &Job, file: &std::fs::File) -> Result<()> {
+        match &self.records {
+            Some(records) => records
+                .note(&job.dest, &job.key, job.etag.as_deref(), file)
+                .map_err(|e| Error::io("recording the download under .ursa", &e).with_key(&job.key)),
+            None => Ok(()),
+        }
     }
 }
 

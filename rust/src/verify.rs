@@ -144,7 +144,8 @@ impl OrderedDigest {
     }
 }
 
-fn hash_range(file: &File, verifier: &mut Verifier, range: Range<u64>) -> Result<()> {
+/// Feed `range` of `file` to `verifier` (bytes already on disk).
+pub fn hash_range(file: &File, verifier: &mut Verifier, range: Range<u64>) -> Result<()> {
     let mut buf = vec![0u8; (range.end - range.start).min(4 << 20) as usize];
     let mut pos = range.start;
     while pos < range.end {

@@ -9,17 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::journal::{Journal, State};
 use crate::tempname::{self, Tag};
 
 /// Files at least this large get their space reserved before the first byte is written.
 const RESERVE_FROM: u64 = 1 << 20;
 
-/// A file being written. Removed on drop unless published (or owned by a stage).
+/// A file being written, with the journal of its progress if it is large. Removed on
+/// drop unless published (or owned by a stage).
 #[derive(Debug)]
 pub struct TempFile {
     pub file: File,
     path: PathBuf,
     keep: AtomicBool,
+    pub journal: Option<Journal>,
 }
 
 impl TempFile {
@@ -43,9 +46,69 @@ impl TempFile {
             file,
             path,
             keep: AtomicBool::new(staged),
+            journal: None,
         };
         temp.reserve(size)?;
         Ok(temp)
+    }
+
+    /// Keep a journal beside the temporary, so that a run killed mid-object can be
+    /// continued by a later one (`adopt`).
+    pub fn journaled(mut self, etag: Option<&str>, size: u64, part_size: u64) -> Result<TempFile> {
+        if let Some(path) = tempname::retagged(&self.path, Tag::Journal) {
+            let journal = Journal::create(&path, etag, size, part_size)
+                .map_err(|e| Error::io(&format!("creating {}", path.display()), &e))?;
+            self.journal = Some(journal);
+        }
+        Ok(self)
+    }
+
+    /// Take over `candidate`, a dead run's temporary for `final_path`, if its journal
+    /// says it holds this object (same ETag and size). The claim is a rename to this
+    /// process's own name, so of two runs trying, one wins and the other starts afresh.
+    /// `None` (and the candidate gone, if it was claimed) when it cannot be continued.
+    pub fn adopt(
+        final_path: &Path,
+        candidate: &Path,
+        etag: Option<&str>,
+        size: u64,
+    ) -> Option<(TempFile, State)> {
+        let theirs = tempname::retagged(candidate, Tag::Journal)?;
+        let path = tempname::sibling(final_path, Tag::Part);
+        let journal_path = tempname::retagged(&path, Tag::Journal)?;
+        std::fs::rename(candidate, &path).ok()?;
+        // Claimed but unusable: neither trusted nor left for anyone else.
+        let discard = || {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&journal_path);
+            None
+        };
+        if std::fs::rename(&theirs, &journal_path).is_err() {
+            return discard(); // no journal: nothing says what the bytes are
+        }
+        let state = match State::read(&journal_path) {
+            Some(state) if state.is_for(etag, size) => state,
+            _ => return discard(), // another object's, or a garbled journal
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let file = match file {
+            Ok(file) if file.metadata().is_ok_and(|m| m.is_file() && m.len() == size) => file,
+            _ => return discard(),
+        };
+        let Ok(journal) = Journal::reopen(&journal_path, &state) else {
+            return discard();
+        };
+        let temp = TempFile {
+            file,
+            path,
+            keep: AtomicBool::new(false),
+            journal: Some(journal),
+        };
+        Some((temp, state))
     }
 
     fn reserve(&self, size: u64) -> Result<()> {
@@ -76,8 +139,17 @@ impl TempFile {
         if !self.keep.load(Ordering::Acquire) {
             rename(&self.path, final_path, overwrite)?;
             self.keep.store(true, Ordering::Release);
+            self.remove_journal();
         }
         Ok(())
+    }
+
+    fn remove_journal(&self) {
+        if self.journal.is_some() {
+            if let Some(path) = tempname::retagged(&self.path, Tag::Journal) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -85,6 +157,7 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.keep.load(Ordering::Acquire) {
             let _ = std::fs::remove_file(&self.path);
+            self.remove_journal();
         }
     }
 }
@@ -171,15 +244,15 @@ fn rename(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let from = CString::new(from.as_os_str().as_bytes())?;
-    let to = CString::new(to.as_os_str().as_bytes())?;
+    let from_c = CString::new(from.as_os_str().as_bytes())?;
+    let to_c = CString::new(to.as_os_str().as_bytes())?;
     // SAFETY: two valid NUL-terminated paths; renameat2 has no other preconditions.
     let rc = unsafe {
         libc::renameat2(
             libc::AT_FDCWD,
-            from.as_ptr(),
+            from_c.as_ptr(),
             libc::AT_FDCWD,
-            to.as_ptr(),
+            to_c.as_ptr(),
             libc::RENAME_NOREPLACE,
         )
     };
@@ -188,37 +261,34 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        // Filesystems without RENAME_NOREPLACE: link(2) refuses to replace as well.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) if !from_is_dir(&from) => link_then_unlink(&from, &to),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => fallback_noreplace(from, to),
         _ => Err(err),
     }
 }
 
-#[cfg(target_os = "linux")]
-fn from_is_dir(path: &std::ffi::CStr) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    Path::new(std::ffi::OsStr::from_bytes(path.to_bytes())).is_dir()
-}
-
-#[cfg(target_os = "linux")]
-fn link_then_unlink(from: &std::ffi::CStr, to: &std::ffi::CStr) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let from = Path::new(std::ffi::OsStr::from_bytes(from.to_bytes()));
-    let to = Path::new(std::ffi::OsStr::from_bytes(to.to_bytes()));
-    std::fs::hard_link(from, to)?;
-    std::fs::remove_file(from)
-}
-
 #[cfg(not(target_os = "linux"))]
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    if from.is_dir() {
-        if std::fs::symlink_metadata(to).is_ok() {
-            return Err(io::ErrorKind::AlreadyExists.into());
-        }
-        return std::fs::rename(from, to);
+    fallback_noreplace(from, to)
+}
+
+/// A no-replace rename for filesystems without `RENAME_NOREPLACE`. A file: link(2), which
+/// refuses to replace, then unlink the temporary. A directory: claim the name with
+/// mkdir(2) (which fails if anything is there), then rename the stage over that empty
+/// directory — rename(2) replaces an empty directory atomically, so the asset still
+/// appears whole. If someone writes into the claimed directory first, it is left to them.
+fn fallback_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    if !std::fs::symlink_metadata(from)?.is_dir() {
+        std::fs::hard_link(from, to)?;
+        return std::fs::remove_file(from);
     }
-    std::fs::hard_link(from, to)?;
-    std::fs::remove_file(from)
+    std::fs::create_dir(to)?;
+    std::fs::rename(from, to).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTEMPTY) | Some(libc::EEXIST) => io::ErrorKind::AlreadyExists.into(),
+        _ => {
+            let _ = std::fs::remove_dir(to); // our empty claim
+            e
+        }
+    })
 }
 
 #[cfg(test)]
@@ -313,5 +383,46 @@ mod tests {
             1,
             "trash left behind"
         );
+    }
+
+    #[test]
+    fn without_rename_noreplace_a_directory_still_publishes_whole_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let asset = dir.path().join("eeg.zarr");
+        let stage = Stage::create(&asset).unwrap();
+        std::fs::create_dir(stage.path.join("c")).unwrap();
+        std::fs::write(stage.path.join("c/0"), b"chunk").unwrap();
+        fallback_noreplace(&stage.path, &asset).unwrap();
+        assert_eq!(std::fs::read(asset.join("c/0")).unwrap(), b"chunk");
+        assert!(!stage.path.exists());
+
+        // Anything already there (a directory, even an empty one, or a file) stays.
+        for occupied in ["dir", "empty", "file"] {
+            let taken = dir.path().join(format!("{occupied}.zarr"));
+            match occupied {
+                "dir" => {
+                    std::fs::create_dir(&taken).unwrap();
+                    std::fs::write(taken.join("theirs"), b"t").unwrap();
+                }
+                "empty" => std::fs::create_dir(&taken).unwrap(),
+                _ => std::fs::write(&taken, b"t").unwrap(),
+            }
+            let stage = Stage::create(&taken).unwrap();
+            std::fs::write(stage.path.join("ours"), b"o").unwrap();
+            let err = fallback_noreplace(&stage.path, &taken).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{occupied}");
+            assert!(stage.path.join("ours").exists(), "{occupied}: the stage was lost");
+            assert!(!taken.join("ours").exists(), "{occupied}: merged");
+        }
+
+        // A file falls back to link + unlink, which refuses to replace as well.
+        let temp = dir.path().join(".t");
+        std::fs::write(&temp, b"new").unwrap();
+        let file = dir.path().join("file.zarr");
+        assert_eq!(
+            fallback_noreplace(&temp, &file).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"t");
     }
 }
