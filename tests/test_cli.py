@@ -138,6 +138,6 @@ def test_demo_runs_with_no_server_and_no_credentials(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Done — 537 files" in result.stderr
     downloaded = tmp_path / "demo" / "download"
-    (h,) = [p.name for p in downloaded.iterdir()]
+    (h,) = [p.name for p in downloaded.iterdir() if p.name != ".ursa"]
     assert (downloaded / h / "camera" / "right" / "camera.mp4.lance").is_dir()
     assert len(list((downloaded / h / "audio").iterdir())) == 120

@@ -41,7 +41,9 @@ def listed(boto: Any, profile: Profile, prefix_uri: str) -> list[str]:
 
 
 def tree(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """Every file under root but the download records in root/.ursa."""
+    files = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    return sorted(p.as_posix() for p in files if p.parts[0] != ".ursa")
 
 
 def no_temporaries(root: Path) -> bool:

@@ -10,6 +10,8 @@ __all__ = [
     "CoreError",
     "DownloadHandle",
     "clean_stale",
+    "find_resumable",
+    "host_name",
     "list_objects",
     "put_files",
     "start_download",
@@ -33,16 +35,19 @@ def put_files(
     concurrency: int,
     checksum: bool = True,
 ) -> None: ...
-def clean_stale(dirs: list[str]) -> int: ...
+def clean_stale(dirs: list[str], keep: list[str] = ...) -> int: ...
+def find_resumable(dirs: list[str]) -> list[tuple[str, str, str | None, int, int]]: ...
+def host_name() -> str: ...
 def start_download(
     specs: list[_StoreSpec],
-    jobs: list[tuple[int, str, int, str | None, str, int | None]],
+    jobs: list[tuple[int, str, int, str | None, str, int | None, str | None]],
     groups: list[str],
     *,
     max_concurrency: int,
     part_size: int,
     overwrite: bool,
     retry: tuple[int, float, float, float],
+    records: tuple[str, str] | None = None,
 ) -> DownloadHandle: ...
 
 @final

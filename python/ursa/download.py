@@ -4,7 +4,8 @@ calling thread, and emits the progress phases in contract order:
 
 The engine finishes files in whatever order the network allows; rows are reported one at
 a time, in plan order, with a later row's completions held until the rows before it are
-done (jobs start in plan order, so little is ever held).
+done (jobs start in plan order, so little is ever held). Files a resumed download keeps
+count as done (and their bytes as downloaded) from the start.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ursa import _core
+from ursa import _core, records
 from ursa.catalog import ModalityRow
 from ursa.errors import raise_from_core
 from ursa.events import Emitter
@@ -32,10 +33,15 @@ class Tuning:
 
 
 class _RowTracker:
-    """Per-row completion, released in plan order."""
+    """Per-row completion, released in plan order. ``staged`` are the directory assets
+    the engine publishes whole (a GroupDone each)."""
 
     def __init__(
-        self, plan: DownloadPlan, emitter: Emitter, counters: Callable[[], tuple[int, int]]
+        self,
+        plan: DownloadPlan,
+        emitter: Emitter,
+        counters: Callable[[], tuple[int, int]],
+        staged: list[int],
     ):
         self.plan = plan
         self.emitter = emitter
@@ -49,7 +55,7 @@ class _RowTracker:
         for f in plan.files:
             if f.directory is not None:
                 self.dir_row[f.directory] = f.row
-        for d in set(f.directory for f in plan.files if f.directory is not None):
+        for d in staged:
             self.dirs_left[self.dir_row[d]] += 1
         self.held: list[list[int]] = [[] for _ in range(n)]
         self.current = 0
@@ -97,21 +103,49 @@ def run(plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool) -
     """Download every planned file; returns the number of retries. Raises the documented
     errors; on any exception (Ctrl+C included) the engine is cancelled and its temporaries
     are gone before the exception propagates."""
-    jobs = [(f.store, f.key, f.size, f.etag, str(f.path), f.directory) for f in plan.files]
+    kept = set(plan.kept)
+    fetched = [i for i, f in enumerate(plan.files) if f.action != "skip"]
+    # Directory assets staged and published whole; files missing from a kept one are
+    # published one by one into it.
+    staged = sorted(
+        {
+            d
+            for i in fetched
+            if (d := plan.files[i].directory) is not None and plan.directories[d] not in kept
+        }
+    )
+    group = {d: n for n, d in enumerate(staged)}
+    jobs = [
+        (
+            f.store,
+            f.key,
+            f.size,
+            f.etag,
+            str(f.path),
+            None if f.directory is None else group.get(f.directory),
+            None if f.adopt is None else str(f.adopt),
+        )
+        for f in (plan.files[i] for i in fetched)
+    ]
     handle = _core.start_download(
         list(plan.stores),
         jobs,
-        [str(d) for d in plan.directories],
+        [str(plan.directories[d]) for d in staged],
         max_concurrency=tuning.max_concurrency,
         part_size=tuning.part_size,
         overwrite=overwrite,
         retry=tuning.retry.as_tuple(),
+        records=(str(plan.dest), str(records.record_file(plan.dest))),
     )
+    skipped = plan.bytes_skipped
 
     def counters() -> tuple[int, int]:
-        return handle.bytes_done(), handle.retries()
+        return handle.bytes_done() + skipped, handle.retries()
 
-    rows = _RowTracker(plan, emitter, counters)
+    rows = _RowTracker(plan, emitter, counters, staged)
+    for i, f in enumerate(plan.files):
+        if f.action == "skip":
+            rows.file_done(i)
     interval = tuning.progress_interval
     next_tick = time.monotonic() + interval if interval else float("inf")
     try:
@@ -121,9 +155,9 @@ def run(plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool) -
         ) is not None:
             for kind, index in batch:
                 if kind == 0:
-                    rows.file_done(index)
+                    rows.file_done(fetched[index])
                 else:
-                    rows.dir_done(index)
+                    rows.dir_done(staged[index])
             rows.release()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + (interval or 0)

@@ -14,7 +14,7 @@ from ursa.download import Tuning, run
 from ursa.errors import ConfigurationError, raise_from_core
 from ursa.events import Emitter, ProgressCallback
 from ursa.layouts import check_layout
-from ursa.plan import DownloadPlan, make_plan, unique_rows
+from ursa.plan import DownloadPlan, check_space, make_plan, unique_rows
 from ursa.profiles import Profile, load_profile
 from ursa.retry import RetryPolicy
 from ursa.sources import check_source
@@ -71,15 +71,18 @@ class DataInterface:
         *,
         source: str = "auto",
         layout: str = "by_recording",
+        resume: bool = False,
     ) -> DownloadPlan:
         """The download as it would run — every path and size, the collisions, the byte
-        total — with nothing written."""
+        total, and with ``resume=True`` what would be skipped, resumed and fetched — with
+        nothing written."""
         return make_plan(
             self.profile,
             unique_rows(target),
             _dest(dest),
             check_source(source),
             check_layout(layout),
+            resume=resume,
         )
 
     def download(
@@ -95,9 +98,14 @@ class DataInterface:
         max_concurrency: int | None = None,
         part_size: int | None = None,
         retry: RetryPolicy | None = None,
+        resume: bool = False,
     ) -> list[Path]:
         """Copy the target rows' bytes verbatim under ``dest``; returns every file written,
-        in stream order. See the seed page for sources, layouts and events."""
+        in stream order. See the seed page for sources, layouts and events.
+
+        ``resume=True`` continues an earlier download into ``dest``: files (and directory
+        assets) already there and identical to the store's objects are kept, a killed
+        run's temporaries are continued, and only the rest is fetched."""
         source_ = check_source(source)
         layout_ = check_layout(layout)
         tuning = _tuning(max_concurrency, part_size, retry, progress_interval)
@@ -106,16 +114,17 @@ class DataInterface:
         scope = _scope(rows)
         emitter = Emitter(progress)
         emitter.emit("start", bytes_done=0, retries=0, **scope)
-        plan = make_plan(self.profile, rows, dest_path, source_, layout_)
+        plan = make_plan(self.profile, rows, dest_path, source_, layout_, resume=resume)
         if plan.collisions and not overwrite:
             raise FileExistsError(
                 f"{plan.collisions[0]} already exists; pass overwrite=True to replace it"
             )
+        check_space(plan)
         emitter.bytes_total = plan.bytes_total
         emitter.emit("plan_done", bytes_done=0, retries=0, **scope)
         dest_path.mkdir(parents=True, exist_ok=True)
         try:
-            _core.clean_stale(sorted(str(d) for d in plan.target_dirs()))
+            _core.clean_stale(sorted(str(d) for d in plan.target_dirs()), plan.adoptions())
         except _core.CoreError as exc:
             raise_from_core(exc)
         retries = run(plan, emitter, tuning, overwrite) if plan.rows else 0

@@ -1,15 +1,19 @@
 """Planning a download: rows → parts → listed objects → local paths, with every check
 that must pass before the first byte moves (source rules, hostile keys, flat-layout
-clashes, collisions with what is already on disk)."""
+clashes, collisions with what is already on disk, free space). With ``resume=True`` the
+plan also says which files are kept (identical to the store's, by ``ursa.records``),
+which are continued from a killed run's temporary, and which are fetched."""
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
-from ursa import _core
+from ursa import _core, records
 from ursa.catalog import ModalityRow, QueryResult
 from ursa.errors import ObjectStoreError, raise_from_core
 from ursa.layouts import Layout, row_dir
@@ -17,11 +21,15 @@ from ursa.profiles import Profile
 from ursa.sources import Part, Source, parts_for
 from ursa.stores import Location, StoreSpec, locate
 
+Action = Literal["fetch", "skip", "resume"]
+
 
 @dataclass(frozen=True)
 class PlannedFile:
     """One object and where it lands. ``directory`` indexes ``DownloadPlan.directories``
-    when the file belongs to a directory asset (published whole)."""
+    when the file belongs to a directory asset (published whole). ``action`` is what the
+    download does with it: ``fetch``; ``skip`` (resume: the file there is identical);
+    ``resume`` (continue a killed run's temporary, which holds ``held`` bytes)."""
 
     path: Path
     key: str
@@ -30,6 +38,9 @@ class PlannedFile:
     etag: str | None = field(default=None, repr=False)
     store: int = field(default=0, repr=False)
     directory: int | None = None
+    action: Action = "fetch"
+    held: int = 0
+    adopt: Path | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,48 @@ class DownloadPlan:
     collisions: tuple[Path, ...]
     bytes_total: int
     stores: tuple[StoreSpec, ...] = field(default=(), repr=False, compare=False)
+    #: Directory assets already in place and kept (resume); their missing files are
+    #: published one by one into them.
+    kept: tuple[Path, ...] = ()
+    #: Free bytes on dest's filesystem (its nearest existing ancestor's) at plan time.
+    bytes_free: int | None = None
 
     @property
     def paths(self) -> list[Path]:
         return [f.path for f in self.files]
+
+    @property
+    def files_skipped(self) -> int:
+        """Files already there and identical (resume): kept, not fetched."""
+        return sum(f.action == "skip" for f in self.files)
+
+    @property
+    def bytes_skipped(self) -> int:
+        return sum(f.size for f in self.files if f.action == "skip")
+
+    @property
+    def files_resumed(self) -> int:
+        """Files continued from a killed run's temporary (resume)."""
+        return sum(f.action == "resume" for f in self.files)
+
+    @property
+    def bytes_resumed(self) -> int:
+        """Bytes those temporaries already hold (read back and checked, not fetched)."""
+        return sum(f.held for f in self.files if f.action == "resume")
+
+    @property
+    def files_to_fetch(self) -> int:
+        """Files that need bytes from the store (fetched or resumed)."""
+        return sum(f.action != "skip" for f in self.files)
+
+    @property
+    def bytes_to_fetch(self) -> int:
+        """Bytes still to come from the store."""
+        return sum(f.size - f.held for f in self.files if f.action != "skip")
+
+    def adoptions(self) -> list[str]:
+        """The killed runs' temporaries this download will continue (kept from cleaning)."""
+        return sorted(str(f.adopt) for f in self.files if f.adopt is not None)
 
     def target_dirs(self) -> set[Path]:
         """The directories this download writes entries into (for stale-temp cleaning)."""
@@ -74,6 +123,7 @@ def make_plan(
     dest: Path,
     source: Source,
     layout: Layout,
+    resume: bool = False,
 ) -> DownloadPlan:
     row_parts = [parts_for(row, source) for row in rows]
     if profile.assets_bucket is None and any(p.processed for ps in row_parts for p in ps):
@@ -109,15 +159,164 @@ def make_plan(
                     PlannedFile(parent / rel, key, size, row_index, etag, store_index, directory)
                 )
     _check_unique(files, directories)
+    _check_not_reserved(dest, files, directories)
+    kept: tuple[Path, ...] = ()
+    if resume:
+        files, collisions, kept = _resume(dest, files, directories)
+        files = _adoptions(files, kept, directories)
+    else:
+        collisions = _collisions(files, directories)
     return DownloadPlan(
         dest=dest,
         rows=rows,
         files=tuple(files),
         directories=tuple(directories),
-        collisions=_collisions(files, directories),
+        collisions=collisions,
         bytes_total=sum(f.size for f in files),
         stores=tuple(stores),
+        kept=kept,
+        bytes_free=free_bytes(dest),
     )
+
+
+def check_space(plan: DownloadPlan) -> None:
+    """Fail before any byte moves when the bytes still to fetch cannot fit on dest's
+    filesystem (an OSError with errno ENOSPC naming both sizes)."""
+    need, free = plan.bytes_to_fetch, plan.bytes_free
+    if free is not None and need > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough free space: this download needs {need:,} bytes ({_human(need)}) "
+            f"but the filesystem of {plan.dest} has {free:,} bytes ({_human(free)}) free",
+        )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def free_bytes(dest: Path) -> int:
+    """Bytes an unprivileged user may still write on the filesystem that holds (or will
+    hold) ``dest``."""
+    existing = dest
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    st = os.statvfs(existing)
+    return st.f_bavail * st.f_frsize
+
+
+def _check_not_reserved(dest: Path, files: list[PlannedFile], directories: list[Path]) -> None:
+    """``dest/.ursa`` holds the download records: no object may land there (possible only
+    with the flat layout and a key starting with ``.ursa/``)."""
+    reserved = dest / records.RECORDS_DIR.parts[0]
+    for path in [f.path for f in files] + directories:
+        if path == reserved or reserved in path.parents:
+            raise ValueError(f"{path} would land in {reserved}, which ursa keeps its records in")
+
+
+def _resume(
+    dest: Path, files: list[PlannedFile], directories: list[Path]
+) -> tuple[list[PlannedFile], tuple[Path, ...], tuple[Path, ...]]:
+    """Which planned files are already there and identical (kept), which directory assets
+    are kept (everything they hold is identical; missing files are fetched into them), and
+    what else is in the way (collisions, in stream order)."""
+    known = records.load(dest)
+
+    def same(f: PlannedFile) -> bool:
+        return records.identical(known, dest, f.path, f.key, f.etag, f.size)
+
+    members: dict[int, list[PlannedFile]] = {}
+    for f in files:
+        if f.directory is not None:
+            members.setdefault(f.directory, []).append(f)
+    kept: set[int] = set()
+    blocked: set[Path] = set()
+    for index, directory in enumerate(directories):
+        if not os.path.lexists(directory):
+            continue
+        planned = {f.path for f in members.get(index, [])}
+        whole = directory.is_dir() and not directory.is_symlink()
+        if (
+            whole
+            and all(p in planned for p in _entries(directory))
+            and all(same(f) for f in members.get(index, []) if os.path.lexists(f.path))
+        ):
+            kept.add(index)
+        else:
+            blocked.add(directory)
+    out: list[PlannedFile] = []
+    for f in files:
+        action: Action = "fetch"
+        if f.directory is None:
+            if os.path.lexists(f.path):
+                if same(f):
+                    action = "skip"
+                else:
+                    blocked.add(f.path)
+        elif f.directory in kept and os.path.lexists(f.path):
+            action = "skip"
+        out.append(replace(f, action=action) if action != f.action else f)
+    order = _stream_order(files, directories)
+    collisions = tuple(sorted(blocked, key=lambda p: order.get(p, len(order))))
+    return out, collisions, tuple(directories[i] for i in sorted(kept))
+
+
+def _entries(directory: Path) -> Iterator[Path]:
+    """Everything under ``directory`` that is not a directory (files, symlinks, ...),
+    without following symlinks."""
+    for root, dirs, names in os.walk(directory):
+        base = Path(root)
+        for name in names:
+            yield base / name
+        for name in dirs:
+            if (base / name).is_symlink():
+                yield base / name
+
+
+def _adoptions(
+    files: list[PlannedFile], kept: tuple[Path, ...], directories: list[Path]
+) -> list[PlannedFile]:
+    """Files to fetch outside a stage that a killed run of this machine left a temporary
+    for, with a journal naming the same object: continue those (the fullest one)."""
+    kept_set = set(kept)
+    candidates = [
+        i
+        for i, f in enumerate(files)
+        if f.action == "fetch" and (f.directory is None or directories[f.directory] in kept_set)
+    ]
+    dirs = sorted({str(files[i].path.parent) for i in candidates})
+    if not dirs:
+        return files
+    try:
+        found = _core.find_resumable(dirs)
+    except _core.CoreError as exc:
+        raise_from_core(exc)
+    best: dict[tuple[Path, str | None, int], tuple[int, Path]] = {}
+    for final, temp, etag, size, held in found:
+        slot = (Path(final), etag, size)
+        if held > best.get(slot, (0, Path()))[0]:
+            best[slot] = (held, Path(temp))
+    out = list(files)
+    for i in candidates:
+        f = files[i]
+        hit = best.get((f.path, f.etag, f.size))
+        if hit is not None:
+            out[i] = replace(f, action="resume", held=hit[0], adopt=hit[1])
+    return out
+
+
+def _stream_order(files: list[PlannedFile], directories: list[Path]) -> dict[Path, int]:
+    order: dict[Path, int] = {}
+    for i, f in enumerate(files):
+        order.setdefault(f.path, i)
+        if f.directory is not None:
+            order.setdefault(directories[f.directory], i)
+    return order
 
 
 def _requests(
