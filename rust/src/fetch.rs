@@ -1,5 +1,6 @@
-//! Fetching an object's bytes under its retry budget: the resumable loop that writes a
-//! range into its place in the temporary file, and the HEAD for its stored checksum.
+//! Fetching an object's bytes under its retry budget: the resumable loop that puts a
+//! range into its place in a sink (a temporary file, or a buffer in memory), and the HEAD
+//! for its stored checksum.
 
 use std::fs::File;
 use std::ops::Range;
@@ -22,14 +23,61 @@ pub struct Progress {
     pub retries: AtomicU64,
 }
 
-/// Where a range's fetch starts, and the journal its progress is noted in.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Resume<'a> {
-    /// Leading bytes of the range already on disk (a dead run's): read back into the
-    /// checksum, not fetched again.
-    pub held: u64,
-    /// The object's journal and the range's part number in it.
-    pub journal: Option<(&'a Journal, usize)>,
+/// Where fetched bytes go: `put` receives each piece at its offset in the object, in
+/// order within one request (a retry resumes from the last byte put).
+pub trait Sink {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()>;
+}
+
+/// A temporary file: each byte at its own offset (positional writes, parts in parallel).
+impl Sink for &File {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
+        self.write_all_at(data, offset)
+            .map_err(|e| Error::io("writing the download", &e))
+    }
+}
+
+/// A part of a large object's temporary file whose progress is journaled, so a killed run
+/// can be continued: a note follows each write (at most one per `JOURNAL_EVERY` bytes).
+pub struct Journaled<'a> {
+    pub file: &'a File,
+    pub journal: &'a Journal,
+    pub part: usize,
+    pub range: Range<u64>,
+}
+
+impl Sink for Journaled<'_> {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
+        self.file.put(data, offset)?;
+        let end = offset + data.len() as u64;
+        self.journal
+            .note(self.part, end - self.range.start, end == self.range.end)
+            .map_err(|e| Error::io("writing the download's journal", &e))
+    }
+}
+
+/// A range of an object held in memory: `bytes[i]` is the object's byte `start + i`.
+#[derive(Debug)]
+pub struct Buffer {
+    pub start: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Buffer {
+    pub fn for_range(range: &Range<u64>) -> Buffer {
+        Buffer {
+            start: range.start,
+            bytes: vec![0; (range.end - range.start) as usize],
+        }
+    }
+}
+
+impl Sink for Buffer {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
+        let at = (offset - self.start) as usize;
+        self.bytes[at..at + data.len()].copy_from_slice(data);
+        Ok(())
+    }
 }
 
 /// One object's fetch context: where it comes from and the rules every request obeys.
@@ -45,22 +93,44 @@ pub struct Fetch<'a> {
 }
 
 impl Fetch<'_> {
-    /// Write `range` of the object into `file` at the same offsets and return the range's
-    /// CRC32. Transient faults are retried from the last byte written; a checksum mismatch
-    /// (whole objects: `verifier` knows what the store promised) starts the range again,
-    /// held bytes included.
-    pub async fn range_to_file(
+    /// Put `range` of the object into `sink` at the same offsets and return the range's
+    /// CRC32. Transient faults are retried from the last byte put; a checksum mismatch
+    /// (whole objects: `verifier` knows what the store promised) starts the range again.
+    pub async fn range_into(
         &self,
-        file: &File,
+        sink: &mut impl Sink,
         range: Range<u64>,
         verifier: &mut Verifier,
-        resume: Resume<'_>,
+    ) -> Result<u32> {
+        self.fill(sink, range, verifier, None).await
+    }
+
+    /// Like `range_into` when the range's first `held` bytes are already in `file` (a
+    /// killed run's): they are read back into the checksum, not fetched again. A
+    /// checksum mismatch starts the whole range again, held bytes included.
+    pub async fn range_resumed(
+        &self,
+        sink: &mut impl Sink,
+        range: Range<u64>,
+        verifier: &mut Verifier,
+        file: &File,
+        held: u64,
+    ) -> Result<u32> {
+        self.fill(sink, range, verifier, Some((file, held))).await
+    }
+
+    async fn fill(
+        &self,
+        sink: &mut impl Sink,
+        range: Range<u64>,
+        verifier: &mut Verifier,
+        held: Option<(&File, u64)>,
     ) -> Result<u32> {
         let mut budget = Budget::new(self.policy);
         let mut pos = range.start;
         let mut all_held = false;
-        if resume.held > 0 {
-            pos += resume.held.min(range.end - range.start);
+        if let Some((file, held)) = held.filter(|(_, held)| *held > 0) {
+            pos += held.min(range.end - range.start);
             tokio::task::block_in_place(|| hash_range(file, verifier, range.start..pos))
                 .map_err(|e| e.with_key(self.key))?;
             self.progress
@@ -68,20 +138,11 @@ impl Fetch<'_> {
                 .fetch_add(pos - range.start, Ordering::Relaxed);
             all_held = pos == range.end;
         }
-        let note = |pos: u64| -> Result<()> {
-            match resume.journal {
-                Some((journal, part)) => journal
-                    .note(part, pos - range.start, pos == range.end)
-                    .map_err(|e| Error::io("writing the download's journal", &e).with_key(self.key)),
-                None => Ok(()),
-            }
-        };
         loop {
             let fetched = if all_held {
                 Ok(())
             } else {
-                self.fetch_once(file, pos..range.end, &mut pos, verifier, &note)
-                    .await
+                self.fetch_once(sink, pos..range.end, &mut pos, verifier).await
             };
             let result = match fetched {
                 Ok(()) => verifier.finish(self.key),
@@ -121,11 +182,10 @@ impl Fetch<'_> {
 
     async fn fetch_once(
         &self,
-        file: &File,
+        sink: &mut impl Sink,
         range: Range<u64>,
         pos: &mut u64,
         verifier: &mut Verifier,
-        note: &(dyn Fn(u64) -> Result<()> + Sync),
     ) -> Result<()> {
         let idle = self.policy.idle_timeout;
         let body = tokio::time::timeout(
@@ -158,14 +218,12 @@ impl Fetch<'_> {
             if data.is_empty() {
                 continue;
             }
-            file.write_all_at(data, *pos)
-                .map_err(|e| Error::io("writing the download", &e).with_key(self.key))?;
+            sink.put(data, *pos).map_err(|e| e.with_key(self.key))?;
             verifier.update(data);
             *pos += data.len() as u64;
             self.progress
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            note(*pos)?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod journal;
 pub mod keypath;
 pub mod parts;
+pub mod read;
 pub mod records;
 pub mod retry;
 pub mod runtime;

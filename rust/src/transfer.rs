@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{Fetch, Progress, Resume};
+use crate::fetch::{Fetch, Journaled, Progress};
 use crate::http;
 use crate::journal::JOURNAL_FROM;
 use crate::parts::split;
@@ -370,22 +370,17 @@ impl Engine {
             cancel: &self.cancel,
             progress: &self.progress,
         };
-        let resume = Resume {
-            held: object.held[part],
-            journal: file.journal.as_ref().map(|j| (j, part)),
-        };
+        let held = object.held[part];
         if object.ranges.len() == 1 {
             let mut whole = Verifier::for_object(job.etag.as_deref());
-            fetch.range_to_file(&file.file, range, &mut whole, resume).await?;
+            fill_part(&fetch, file, part, range, held, &mut whole).await?;
             return self.publish(object).await;
         }
         let check = object
             .check
             .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len()))
             .await?;
-        let crc = fetch
-            .range_to_file(&file.file, range, &mut Verifier::for_part(), resume)
-            .await?;
+        let crc = fill_part(&fetch, file, part, range, held, &mut Verifier::for_part()).await?;
         object.part_crcs[part].store(crc, Ordering::Relaxed);
         if let PartsCheck::Md5(digest) = check {
             digest
@@ -406,9 +401,7 @@ impl Engine {
             if let PartsCheck::Crc32(want) = check {
                 whole.expect_crc32(*want);
             }
-            fetch
-                .range_to_file(&file.file, 0..job.size, &mut whole, Resume::default())
-                .await?;
+            fetch.range_into(&mut &file.file, 0..job.size, &mut whole).await?;
         }
         self.publish(object).await
     }
@@ -449,6 +442,36 @@ impl Engine {
                 .note(&job.dest, &job.key, job.etag.as_deref(), file)
                 .map_err(|e| Error::io("recording the download under .ursa", &e).with_key(&job.key)),
             None => Ok(()),
+        }
+    }
+}
+
+/// Fetch `part` of an object into its temporary, continuing from the `held` bytes a killed
+/// run left there, and noting progress in the journal if the object keeps one.
+async fn fill_part(
+    fetch: &Fetch<'_>,
+    file: &TempFile,
+    part: usize,
+    range: Range<u64>,
+    held: u64,
+    verifier: &mut Verifier,
+) -> Result<u32> {
+    match &file.journal {
+        Some(journal) => {
+            let mut sink = Journaled {
+                file: &file.file,
+                journal,
+                part,
+                range: range.clone(),
+            };
+            fetch
+                .range_resumed(&mut sink, range, verifier, &file.file, held)
+                .await
+        }
+        None => {
+            fetch
+                .range_resumed(&mut &file.file, range, verifier, &file.file, held)
+                .await
         }
     }
 }
