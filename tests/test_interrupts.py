@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SECRET_KEY, subprocess_env
 from faultproxy import FaultProxy, Rule
-from ursa import DataInterface, Profile
+from ursa import DataInterface, Profile, _core
 from ursa.testing import Recording, RowSpec, build_recording
 
 MiB = 1 << 20
@@ -133,8 +133,9 @@ def test_a_killed_runs_temporaries_are_cleaned_by_the_next_run(
         wait_until(lambda: sum(r.fault == "stall" for r in proxy.records()) >= 2 * requests)
         killed.kill()
         killed.wait(10)
-        stale = [p for p in temporaries(dest) if f".ursa-{killed.pid}-" in p.name]
-        live = [p for p in temporaries(dest) if f".ursa-{alive.pid}-" in p.name]
+        host = _core.host_name()
+        stale = [p for p in temporaries(dest) if f".ursa-{host}-{killed.pid}-" in p.name]
+        live = [p for p in temporaries(dest) if f".ursa-{host}-{alive.pid}-" in p.name]
         assert stale and live
         proxy.clear()
         data = DataInterface(profile)

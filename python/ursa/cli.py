@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--status", default="ingested")
     dl.add_argument("--modality", action="append", help="only these modalities (repeatable)")
     dl.add_argument("--overwrite", action="store_true", help="replace existing files")
+    dl.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an earlier download into --dest: keep identical files, fetch the rest",
+    )
     dl.add_argument("--max-concurrency", type=int, default=None)
     mode = dl.add_mutually_exclusive_group()
     mode.add_argument("--quiet", "-q", action="store_true", help="no display, no summary")
@@ -168,6 +173,7 @@ def _run_download(
             source=getattr(args, "source", "auto"),
             layout=getattr(args, "layout", "by_recording"),
             overwrite=getattr(args, "overwrite", False),
+            resume=getattr(args, "resume", False),
             max_concurrency=getattr(args, "max_concurrency", None),
             progress=callback,
             progress_interval=None if quiet else 0.1,

@@ -19,7 +19,7 @@ const MAGIC: &str = "ursa-journal 1";
 pub const JOURNAL_FROM: u64 = 4 << 20;
 
 /// Progress is journaled about this often per part (and when the part completes).
-pub const JOURNAL_EVERY: u64 = 1 << 20;
+pub const JOURNAL_EVERY: u64 = 256 << 10;
 
 /// What a journal says: the object, its ranges, and the bytes held at each range's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
