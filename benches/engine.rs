@@ -1,7 +1,6 @@
 //! Engine micro-benchmarks against the local filesystem store, so regressions in the
 //! planner and the write path show without a server: `cargo bench --bench engine`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,7 +79,7 @@ fn bench_write_path(label: &str, files: usize, size: usize) {
             &rt,
             vec![store.clone()],
             jobs,
-            Vec::<PathBuf>::new(),
+            Vec::new(),
             Options::default(),
             None,
         );

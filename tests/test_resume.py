@@ -5,6 +5,7 @@ boto3 is the oracle for bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -325,6 +326,73 @@ def test_a_killed_large_object_is_continued_from_the_bytes_it_holds(
         assert events[-1].retries >= 1 and fetched >= size
     else:
         assert fetched == size - held < size
+    assert not [p for p in dest.rglob("*") if ".ursa-" in p.name]
+
+
+ZARR_CHILD = """
+import sys
+from ursa import DataInterface
+data = DataInterface("r2-test")
+rows = data.query(recording_hash=sys.argv[1], modality="eeg")
+data.download(rows, sys.argv[2], max_concurrency=1)
+"""
+
+
+def recorded(dest: Path, part: str) -> set[str]:
+    """Paths (relative to dest) the download records say were written, containing part."""
+    paths: set[str] = set()
+    for log in (dest / ".ursa" / "records").glob("*.jsonl"):
+        for line in log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                path = json.loads(line)["path"]
+                if part in path:
+                    paths.add(path)
+    return paths
+
+
+def test_a_killed_directory_assets_stage_keeps_its_complete_files(
+    data: DataInterface, faulty: FaultProxy, rec: Recording, tmp_path: Path, boto: Any
+) -> None:
+    """SIGKILL a child half-way through a Zarr store (one file at a time, slowed): the
+    re-run continues its stage, fetches only the files not yet complete, and publishes the
+    asset whole and byte-exact."""
+    key = f"{rec.recording_hash}/eeg/eeg\\.zarr/"
+    faulty.add(Rule("slow", method="GET", key=key, chunk=4096, delay_s=0.04))
+    dest = tmp_path / "dest"
+    target = data.query(recording_hash=rec.recording_hash, modality="eeg")
+    total = len(data.plan_download(target, dest).files)
+    child = subprocess.Popen(
+        [sys.executable, "-c", ZARR_CHILD, rec.recording_hash, str(dest)],
+        env=subprocess_env(faulty.endpoint, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(recorded(dest, "eeg.zarr")) < total // 2:
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never got half way"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=10)
+    finally:
+        child.kill()
+    done = recorded(dest, "eeg.zarr")
+    assert total // 2 <= len(done) < total
+    assert not (dest / rec.recording_hash / "eeg" / "eeg.zarr").exists(), "published early"
+    faulty.clear()
+    plan = data.plan_download(target, dest, resume=True)
+    assert plan.files_skipped == len(done) and len(plan.stages) == 1
+    paths = data.download(target, dest, resume=True)
+    gets = object_gets(faulty, rec)
+    assert len(gets) == total - len(done)
+    assert not {g.path.split(f"/{rec.recording_hash}/", 1)[1] for g in gets} & {
+        p.split(f"{rec.recording_hash}/", 1)[1] for p in done
+    }
+    assert_exact(boto, paths, dest, rec)
+    asset = dest / rec.recording_hash / "eeg" / "eeg.zarr"
+    assert sorted(p for p in asset.rglob("*") if p.is_file()) == sorted(paths)
     assert not [p for p in dest.rglob("*") if ".ursa-" in p.name]
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "ReadHandle",
     "clean_stale",
     "find_resumable",
+    "find_stages",
     "host_name",
     "list_objects",
     "put_files",
@@ -43,11 +44,12 @@ def put_files(
 ) -> None: ...
 def clean_stale(dirs: list[str], keep: list[str] = ...) -> int: ...
 def find_resumable(dirs: list[str]) -> list[tuple[str, str, str | None, int, int]]: ...
+def find_stages(dirs: list[str]) -> list[tuple[str, str]]: ...
 def host_name() -> str: ...
 def start_download(
     specs: list[_StoreSpec],
     jobs: list[tuple[int, str, int, str | None, str, int | None, str | None]],
-    groups: list[str],
+    groups: list[tuple[str, str | None]],
     *,
     max_concurrency: int,
     part_size: int,

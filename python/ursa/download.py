@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ursa import _core, records
 from ursa.catalog import ModalityRow
@@ -105,14 +106,17 @@ def run(plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool) -
     are gone before the exception propagates."""
     kept = set(plan.kept)
     fetched = [i for i, f in enumerate(plan.files) if f.action != "skip"]
-    # Directory assets staged and published whole; files missing from a kept one are
-    # published one by one into it.
+    # Directory assets staged and published whole (continued stages too, even with
+    # nothing left to fetch); files missing from a kept one are published into it.
+    continued = dict(plan.stages)
+    position = {d: i for i, d in enumerate(plan.directories)}
     staged = sorted(
         {
             d
             for i in fetched
             if (d := plan.files[i].directory) is not None and plan.directories[d] not in kept
         }
+        | {position[d] for d in continued}
     )
     group = {d: n for n, d in enumerate(staged)}
     jobs = [
@@ -123,14 +127,14 @@ def run(plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool) -
             f.etag,
             str(f.path),
             None if f.directory is None else group.get(f.directory),
-            None if f.adopt is None else str(f.adopt),
+            _str(f.adopt),
         )
         for f in (plan.files[i] for i in fetched)
     ]
     handle = _core.start_download(
         list(plan.stores),
         jobs,
-        [str(plan.directories[d]) for d in staged],
+        [(str(plan.directories[d]), _str(continued.get(plan.directories[d]))) for d in staged],
         max_concurrency=tuning.max_concurrency,
         part_size=tuning.part_size,
         overwrite=overwrite,
@@ -171,6 +175,10 @@ def run(plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool) -
             pass
         raise
     return handle.retries()
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _progress(

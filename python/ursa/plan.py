@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -60,6 +60,9 @@ class DownloadPlan:
     kept: tuple[Path, ...] = ()
     #: Free bytes on dest's filesystem (its nearest existing ancestor's) at plan time.
     bytes_free: int | None = None
+    #: Directory assets continued from a killed run's stage (resume): (asset, stage). The
+    #: stage's complete files are kept (``action="skip"``), the rest fetched into it.
+    stages: tuple[tuple[Path, Path], ...] = ()
 
     @property
     def paths(self) -> list[Path]:
@@ -96,7 +99,8 @@ class DownloadPlan:
 
     def adoptions(self) -> list[str]:
         """The killed runs' temporaries this download will continue (kept from cleaning)."""
-        return sorted(str(f.adopt) for f in self.files if f.adopt is not None)
+        stages = [str(stage) for _, stage in self.stages]
+        return sorted([str(f.adopt) for f in self.files if f.adopt is not None] + stages)
 
     def target_dirs(self) -> set[Path]:
         """The directories this download writes entries into (for stale-temp cleaning)."""
@@ -161,8 +165,9 @@ def make_plan(
     _check_unique(files, directories)
     _check_not_reserved(dest, files, directories)
     kept: tuple[Path, ...] = ()
+    stages: tuple[tuple[Path, Path], ...] = ()
     if resume:
-        files, collisions, kept = _resume(dest, files, directories)
+        files, collisions, kept, stages = _resume(dest, files, directories)
         files = _adoptions(files, kept, directories)
     else:
         collisions = _collisions(files, directories)
@@ -176,6 +181,7 @@ def make_plan(
         stores=tuple(stores),
         kept=kept,
         bytes_free=free_bytes(dest),
+        stages=stages,
     )
 
 
@@ -221,14 +227,15 @@ def _check_not_reserved(dest: Path, files: list[PlannedFile], directories: list[
 
 def _resume(
     dest: Path, files: list[PlannedFile], directories: list[Path]
-) -> tuple[list[PlannedFile], tuple[Path, ...], tuple[Path, ...]]:
+) -> tuple[list[PlannedFile], tuple[Path, ...], tuple[Path, ...], tuple[tuple[Path, Path], ...]]:
     """Which planned files are already there and identical (kept), which directory assets
-    are kept (everything they hold is identical; missing files are fetched into them), and
-    what else is in the way (collisions, in stream order)."""
+    are kept (everything they hold is identical; missing files are fetched into them) or
+    continued from a killed run's stage, and what else is in the way (collisions, in
+    stream order)."""
     known = records.load(dest)
 
-    def same(f: PlannedFile) -> bool:
-        return records.identical(known, dest, f.path, f.key, f.etag, f.size)
+    def same(f: PlannedFile, at: Path | None = None) -> bool:
+        return records.identical(known, dest, f.path, f.key, f.etag, f.size, at)
 
     members: dict[int, list[PlannedFile]] = {}
     for f in files:
@@ -249,6 +256,9 @@ def _resume(
             kept.add(index)
         else:
             blocked.add(directory)
+    absent = [i for i, d in enumerate(directories) if not os.path.lexists(d)]
+    staged = _stages(absent, directories, members, same)
+    in_stage = {f.path for _, complete in staged.values() for f in complete}
     out: list[PlannedFile] = []
     for f in files:
         action: Action = "fetch"
@@ -258,12 +268,44 @@ def _resume(
                     action = "skip"
                 else:
                     blocked.add(f.path)
-        elif f.directory in kept and os.path.lexists(f.path):
+        elif (f.directory in kept and os.path.lexists(f.path)) or f.path in in_stage:
             action = "skip"
         out.append(replace(f, action=action) if action != f.action else f)
     order = _stream_order(files, directories)
     collisions = tuple(sorted(blocked, key=lambda p: order.get(p, len(order))))
-    return out, collisions, tuple(directories[i] for i in sorted(kept))
+    stages = tuple((directories[i], stage) for i, (stage, _) in sorted(staged.items()))
+    return out, collisions, tuple(directories[i] for i in sorted(kept)), stages
+
+
+def _stages(
+    absent: list[int],
+    directories: list[Path],
+    members: dict[int, list[PlannedFile]],
+    same: Callable[[PlannedFile, Path | None], bool],
+) -> dict[int, tuple[Path, list[PlannedFile]]]:
+    """For directory assets not in place: a stage a killed run of this machine left, that
+    holds nothing unplanned, and the planned files it already holds complete (recorded as
+    written and unchanged since). The fullest stage is continued; the rest are cleaned."""
+    if not absent:
+        return {}
+    try:
+        found = _core.find_stages(sorted({str(directories[i].parent) for i in absent}))
+    except _core.CoreError as exc:
+        raise_from_core(exc)
+    by_dir: dict[Path, list[Path]] = {}
+    for final, stage_name in found:
+        by_dir.setdefault(Path(final), []).append(Path(stage_name))
+    chosen: dict[int, tuple[Path, list[PlannedFile]]] = {}
+    for i in absent:
+        directory = directories[i]
+        for stage in by_dir.get(directory, []):
+            inside = {stage / f.path.relative_to(directory): f for f in members.get(i, [])}
+            if stage.is_symlink() or not all(p in inside for p in _entries(stage)):
+                continue
+            complete = [f for p, f in inside.items() if same(f, p)]
+            if complete and len(complete) > len(chosen.get(i, (stage, []))[1]):
+                chosen[i] = (stage, complete)
+    return chosen
 
 
 def _entries(directory: Path) -> Iterator[Path]:

@@ -81,12 +81,18 @@ def _add(records: Records, line: str) -> None:
 
 
 def identical(
-    records: Records, dest: Path, path: Path, key: str, etag: str | None, size: int
+    records: Records,
+    dest: Path,
+    path: Path,
+    key: str,
+    etag: str | None,
+    size: int,
+    at: Path | None = None,
 ) -> bool:
-    """Whether the file at ``path`` is still exactly the object (key, etag, size) that a
-    download published there."""
+    """Whether the file at ``path`` (or, still in a killed run's stage, at ``at``) is
+    exactly the object (key, etag, size) that a download wrote for ``path``."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(path if at is None else at)
         rel = path.relative_to(dest).as_posix()
     except (OSError, ValueError):
         return False

@@ -19,7 +19,7 @@ use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
-use crate::transfer::{self, Download, Event, Job, Options};
+use crate::transfer::{self, Download, Event, Group, Job, Options};
 use crate::{journal, keypath, tempname};
 
 pyo3::create_exception!(
@@ -202,6 +202,23 @@ fn clean_stale(dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
 /// bytes held).
 type Resumable = (PathBuf, PathBuf, Option<String>, u64, u64);
 
+/// The stages of directory assets that this machine's dead processes left in these
+/// directories: (final directory, stage).
+#[pyfunction]
+fn find_stages(dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)>> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let stale = tempname::stale_in(&dir)
+            .map_err(|e| to_py(Error::io(&format!("reading {}", dir.display()), &e)))?;
+        for (path, temp) in stale {
+            if temp.tag == tempname::Tag::Stage {
+                found.push((dir.join(&temp.final_name), path));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The part files in these directories that this machine's dead processes left with a
 /// readable journal. Nothing is claimed here: the engine claims one when it starts.
 #[pyfunction]
@@ -315,7 +332,7 @@ type JobTuple = (
 fn start_download(
     specs: Vec<Bound<'_, PyDict>>,
     jobs: Vec<JobTuple>,
-    groups: Vec<PathBuf>,
+    groups: Vec<(PathBuf, Option<PathBuf>)>,
     max_concurrency: usize,
     part_size: u64,
     overwrite: bool,
@@ -340,6 +357,10 @@ fn start_download(
             group,
             adopt,
         })
+        .collect();
+    let groups = groups
+        .into_iter()
+        .map(|(dest, adopt)| Group { dest, adopt })
         .collect();
     let records = records.map(|(root, file)| RecordLog::new(root, file));
     let inner = transfer::start(&runtime(), stores, jobs, groups, options, records);
@@ -475,6 +496,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(put_files, m)?)?;
     m.add_function(wrap_pyfunction!(clean_stale, m)?)?;
     m.add_function(wrap_pyfunction!(find_resumable, m)?)?;
+    m.add_function(wrap_pyfunction!(find_stages, m)?)?;
     m.add_function(wrap_pyfunction!(host_name, m)?)?;
     m.add_function(wrap_pyfunction!(start_download, m)?)?;
     let defaults = Options::default();

@@ -39,6 +39,14 @@ pub struct Job {
     pub adopt: Option<PathBuf>,
 }
 
+/// A directory asset: its final directory and, when resuming, a dead run's stage to
+/// continue (the files it already holds complete are not among the jobs).
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub dest: PathBuf,
+    pub adopt: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub max_concurrency: usize,
@@ -118,7 +126,7 @@ pub fn start(
     runtime: &tokio::runtime::Runtime,
     stores: Vec<Arc<Store>>,
     jobs: Vec<Job>,
-    groups: Vec<PathBuf>,
+    groups: Vec<Group>,
     options: Options,
     records: Option<RecordLog>,
 ) -> Download {
@@ -228,8 +236,14 @@ impl PartsCheck {
 impl Engine {
     /// Every task is joined before this returns, so whatever happened, temporaries are
     /// gone (dropped) by the time the caller hears the outcome.
-    async fn run(self: Arc<Self>, jobs: Vec<Job>, groups: Vec<PathBuf>) -> Result<()> {
+    async fn run(self: Arc<Self>, jobs: Vec<Job>, groups: Vec<Group>) -> Result<()> {
         let groups = self.prepare_dirs(&jobs, groups)?;
+        for group in &groups {
+            // A continued stage that already holds every file: publish it now.
+            if group.remaining.load(Ordering::Acquire) == 0 {
+                self.publish_group(group)?;
+            }
+        }
         let semaphore = Arc::new(Semaphore::new(self.options.max_concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let mut failure: Option<Error> = None;
@@ -282,7 +296,7 @@ impl Engine {
     }
 
     /// Create every parent directory once, and a stage for each directory asset.
-    fn prepare_dirs(&self, jobs: &[Job], groups: Vec<PathBuf>) -> Result<Vec<Arc<GroupState>>> {
+    fn prepare_dirs(&self, jobs: &[Job], groups: Vec<Group>) -> Result<Vec<Arc<GroupState>>> {
         let mut counts = vec![0usize; groups.len()];
         for job in jobs {
             if let Some(g) = job.group {
@@ -290,11 +304,34 @@ impl Engine {
             }
         }
         let mut stages = Vec::with_capacity(groups.len());
-        for (index, dest) in groups.into_iter().enumerate() {
+        for (index, Group { dest, adopt }) in groups.into_iter().enumerate() {
             if let Some(parent) = dest.parent() {
                 create_dir_all(parent)?;
             }
-            let stage = Stage::create(&dest)?;
+            let stage = match adopt {
+                None => Stage::create(&dest)?,
+                Some(candidate) => {
+                    let stage = Stage::adopt(&dest, &candidate).ok_or_else(|| {
+                        let msg = format!(
+                            "the interrupted download of {} was taken over by another \
+                             process; run again",
+                            dest.display()
+                        );
+                        Error::new(ErrorKind::FileExists, msg)
+                    })?;
+                    // Whatever is at a job's place was cut short: it is fetched again.
+                    for job in jobs.iter().filter(|j| j.group == Some(index)) {
+                        let staged = stage.staged_path(&dest, &job.dest);
+                        match std::fs::remove_file(&staged) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(Error::io(&format!("removing {}", staged.display()), &e))
+                            }
+                            _ => {}
+                        }
+                    }
+                    stage
+                }
+            };
             stages.push(Arc::new(GroupState {
                 index,
                 dest,
@@ -422,11 +459,7 @@ impl Engine {
                 self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
                 if group.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    if let Some(stage) = stage {
-                        stage.publish(&group.dest, self.options.overwrite)?;
-                    }
-                    let _ = self.events.send(Event::GroupDone(group.index));
+                    self.publish_group(group)?;
                 }
             }
         }
@@ -435,6 +468,16 @@ impl Engine {
 }
 
 impl Engine {
+    /// Put a complete directory asset in place.
+    fn publish_group(&self, group: &GroupState) -> Result<()> {
+        let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stage) = stage {
+            stage.publish(&group.dest, self.options.overwrite)?;
+        }
+        let _ = self.events.send(Event::GroupDone(group.index));
+        Ok(())
+    }
+
     /// Note what `job`'s file now is, for a later run with resume=True.
     fn record(&self, job: &Job, file: &std::fs::File) -> Result<()> {
         match &self.records {

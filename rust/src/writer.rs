@@ -180,6 +180,19 @@ impl Stage {
         })
     }
 
+    /// Take over `candidate`, a dead run's stage for `final_dir` (a rename to this
+    /// process's own name: of two runs trying, one wins). `None` if it is gone.
+    pub fn adopt(final_dir: &Path, candidate: &Path) -> Option<Stage> {
+        let path = tempname::sibling(final_dir, Tag::Stage);
+        std::fs::rename(candidate, &path).ok()?;
+        let stage = Stage {
+            path,
+            published: false,
+        };
+        let is_dir = std::fs::symlink_metadata(&stage.path).is_ok_and(|m| m.is_dir());
+        is_dir.then_some(stage) // a non-directory is removed with the dropped Stage
+    }
+
     /// Where a file of the asset is written while staged.
     pub fn staged_path(&self, final_dir: &Path, final_file: &Path) -> PathBuf {
         match final_file.strip_prefix(final_dir) {
