@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,8 +104,15 @@ class DownloadPlan:
         return sorted([str(f.adopt) for f in self.files if f.adopt is not None] + stages)
 
     def target_dirs(self) -> set[Path]:
-        """The directories this download writes entries into (for stale-temp cleaning)."""
-        dirs = {f.path.parent for f in self.files if f.directory is None}
+        """The directories this download writes entries into (for stale-temp cleaning):
+        files' own directories, those of files fetched into a kept directory asset, and
+        the directory assets' parents (their stages)."""
+        kept = set(self.kept)
+        dirs = {
+            f.path.parent
+            for f in self.files
+            if f.directory is None or self.directories[f.directory] in kept
+        }
         return dirs | {d.parent for d in self.directories}
 
 
@@ -308,13 +316,18 @@ def _stages(
     return chosen
 
 
+# tempname.rs's pattern: `.<name>.ursa-<host>-<pid>-<16 hex>.<tag>`.
+_TEMPORARY = re.compile(r"\..+\.ursa-[A-Za-z0-9_-]+-\d+-[0-9a-f]{16}\.(part|journal|stage|trash)")
+
+
 def _entries(directory: Path) -> Iterator[Path]:
-    """Everything under ``directory`` that is not a directory (files, symlinks, ...),
-    without following symlinks."""
+    """Everything under ``directory`` that is not a directory (files, symlinks, ...) nor
+    an ursa temporary (a killed run's, cleaned or continued), without following symlinks."""
     for root, dirs, names in os.walk(directory):
         base = Path(root)
         for name in names:
-            yield base / name
+            if not _TEMPORARY.fullmatch(name):
+                yield base / name
         for name in dirs:
             if (base / name).is_symlink():
                 yield base / name
