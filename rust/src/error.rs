@@ -89,6 +89,21 @@ impl Error {
         self.kind == ErrorKind::Transient
     }
 
+    /// A bug: a task panicked while working on `key`. Reported like any failure (the
+    /// download stops and cleans up), never as a panic across to the caller.
+    pub fn panicked(payload: &(dyn std::any::Any + Send), key: &str) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::new(
+            ErrorKind::Store,
+            format!("internal error in ursa's engine: {what}"),
+        )
+        .with_key(key)
+    }
+
     /// Retries ran out: a non-transient error that keeps the last fault as its cause.
     pub fn exhausted(last: Error, attempts: u32) -> Self {
         let key = last.key.clone();

@@ -4,7 +4,6 @@
 
 pub mod error;
 pub mod fetch;
-pub mod http;
 pub mod keypath;
 pub mod parts;
 pub mod read;

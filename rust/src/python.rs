@@ -53,7 +53,7 @@ fn error_args(err: &Error) -> (&'static str, String, Option<String>, u32, Option
 fn wait<T: Send + 'static>(py: Python<'_>, work: impl Future<Output = T> + Send + 'static) -> PyResult<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     let rx = std::sync::Mutex::new(rx); // shared with the GIL-free closure below
-    let task = runtime().spawn(async move {
+    let task = runtime().map_err(to_py)?.spawn(async move {
         let _ = tx.send(work.await);
     });
     loop {
@@ -103,7 +103,7 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
 fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
     specs
         .iter()
-        .map(|s| Ok(Arc::new(Store::new(&store_config(s)?).map_err(to_py)?)))
+        .map(|s| Store::shared(&store_config(s)?).map_err(to_py))
         .collect()
 }
 
@@ -163,16 +163,15 @@ fn put_files(
     checksum: bool,
 ) -> PyResult<()> {
     let store = stores(&[spec])?.remove(0);
-    let http = crate::http::client(std::time::Duration::from_secs(30)).map_err(to_py)?;
     let result = wait(py, async move {
         stream::iter(items)
             .map(|(path, key)| {
-                let (store, http) = (store.clone(), http.clone());
+                let store = store.clone();
                 async move {
                     let data = tokio::fs::read(&path)
                         .await
                         .map_err(|e| Error::io(&format!("reading {}", path.display()), &e))?;
-                    store.put(&http, &key, Bytes::from(data), checksum).await
+                    store.put(&key, Bytes::from(data), checksum).await
                 }
             })
             .buffer_unordered(concurrency.max(1))
@@ -289,7 +288,7 @@ fn start_download(
             group,
         })
         .collect();
-    let inner = transfer::start(&runtime(), stores, jobs, groups, options);
+    let inner = transfer::start(&*runtime().map_err(to_py)?, stores, jobs, groups, options);
     Ok(DownloadHandle { inner })
 }
 
@@ -322,7 +321,7 @@ impl RangeReader {
             max_inflight_bytes,
             retry: retry_policy(retry)?,
         };
-        let inner = Reader::new(&runtime(), store, options).map_err(to_py)?;
+        let inner = Reader::new(&*runtime().map_err(to_py)?, store, options).map_err(to_py)?;
         Ok(RangeReader {
             inner: Arc::new(inner),
         })
@@ -338,7 +337,10 @@ impl RangeReader {
                 range: start..stop,
             })
             .collect();
-        let inner = self.inner.start(&runtime(), requests).map_err(to_py)?;
+        let inner = self
+            .inner
+            .start(&*runtime().map_err(to_py)?, requests)
+            .map_err(to_py)?;
         Ok(ReadHandle { inner })
     }
 
