@@ -95,6 +95,10 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
                 .unwrap_or(false),
             access_key_id: text("access_key_id")?,
             secret_access_key: text("secret_access_key")?,
+            label: match get("label")? {
+                Some(label) => label.extract()?,
+                None => format!("s3://{}", text("bucket")?),
+            },
         }),
         other => Err(PyValueError::new_err(format!("unknown store kind {other:?}"))),
     }

@@ -26,11 +26,11 @@ pub(super) async fn get(
     let result = local
         .get_opts(path, options)
         .await
-        .map_err(|e| from_object_store(e, key))?;
+        .map_err(|e| from_object_store(e, key, "file://"))?;
     let key = key.to_string();
     let stream = result
         .into_stream()
-        .map_err(move |e| from_object_store(e, &key))
+        .map_err(move |e| from_object_store(e, &key, "file://"))
         .boxed();
     Ok(Body {
         stream,
@@ -44,5 +44,5 @@ pub(super) async fn put(local: &LocalFileSystem, path: &Path, key: &str, data: B
         .put(path, PutPayload::from(data))
         .await
         .map(|_| ())
-        .map_err(|e| from_object_store(e, key))
+        .map_err(|e| from_object_store(e, key, "file://"))
 }

@@ -32,6 +32,8 @@ pub enum StoreConfig {
         allow_http: bool,
         access_key_id: String,
         secret_access_key: String,
+        /// What messages call the store, e.g. "profile 'r2' (role assets, s3://bucket)".
+        label: String,
     },
     /// Keys are absolute paths without their leading `/` (file:///a/b is key `a/b`).
     Local,
@@ -103,9 +105,9 @@ type Shared = HashMap<StoreConfig, Arc<Store>>;
 impl Store {
     pub fn new(config: &StoreConfig) -> Result<Store> {
         match config {
-            StoreConfig::S3 { bucket, .. } => Ok(Store {
+            StoreConfig::S3 { label, .. } => Ok(Store {
                 backend: Backend::S3(s3::S3::new(config)?),
-                label: format!("s3://{bucket}"),
+                label: label.clone(),
             }),
             StoreConfig::Local => Ok(Store {
                 backend: Backend::Local(Arc::new(LocalFileSystem::new())),
@@ -154,7 +156,7 @@ impl Store {
             })
             .try_collect()
             .await
-            .map_err(|e| from_object_store(e, prefix))?;
+            .map_err(|e| from_object_store(e, prefix, &self.label))?;
         objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         Ok(drop_directory_markers(objects))
     }
@@ -164,7 +166,7 @@ impl Store {
             .object_store()
             .head(&parse_path(key)?)
             .await
-            .map_err(|e| from_object_store(e, key))?;
+            .map_err(|e| from_object_store(e, key, &self.label))?;
         Ok(ObjectInfo {
             key: key.to_string(),
             size: meta.size,

@@ -21,7 +21,7 @@ use reqwest::header::{
 use reqwest::Method;
 
 use super::{Body, StoreConfig};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{s3_error_code, Error, ErrorKind, Result};
 use crate::retry::{is_transient_status, parse_retry_after};
 
 const CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
@@ -83,6 +83,8 @@ pub(super) struct S3 {
     region: String,
     /// `<endpoint>/<bucket>`: objects are addressed path-style.
     base_url: String,
+    /// Names the store in messages (the profile and role, when the caller gave them).
+    label: String,
     http: reqwest::Client,
 }
 
@@ -95,6 +97,7 @@ impl S3 {
             allow_http,
             access_key_id,
             secret_access_key,
+            label,
         } = config
         else {
             unreachable!("an S3 store from a local configuration");
@@ -129,6 +132,7 @@ impl S3 {
             },
             region: region.clone(),
             base_url: format!("{endpoint}/{bucket}"),
+            label: label.clone(),
             http,
         })
     }
@@ -187,7 +191,7 @@ impl S3 {
             request = request.header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
         }
         let response = request.send().await.map_err(|e| transport(e, key))?;
-        read_body(response, key, range, etag).await
+        read_body(response, key, range, etag, &self.label).await
     }
 
     /// The object's full-object CRC32, if the store keeps one (HEAD, pinned to `etag`).
@@ -195,7 +199,7 @@ impl S3 {
         let request = self.request(Method::HEAD, path, vec![checksum_mode()], etag)?;
         let response = request.send().await.map_err(|e| transport(e, key))?;
         if response.status().as_u16() != 200 {
-            return Err(status_error(response, key).await);
+            return Err(status_error(response, key, &self.label).await);
         }
         check_etag(response.headers(), etag, key)?;
         Ok(stored_crc32(response.headers()))
@@ -214,7 +218,7 @@ impl S3 {
         if response.status().is_success() {
             return Ok(());
         }
-        Err(status_error(response, key).await)
+        Err(status_error(response, key, &self.label).await)
     }
 }
 
@@ -229,10 +233,11 @@ async fn read_body(
     key: &str,
     range: Range<u64>,
     etag: Option<&str>,
+    store: &str,
 ) -> Result<Body> {
     let status = response.status().as_u16();
     if !matches!(status, 200 | 206) {
-        return Err(status_error(response, key).await);
+        return Err(status_error(response, key, store).await);
     }
     let headers = response.headers();
     check_etag(headers, etag, key)?;
@@ -306,7 +311,7 @@ fn transport(err: reqwest::Error, key: &str) -> Error {
     Error::new(ErrorKind::Transient, message).with_key(key)
 }
 
-async fn status_error(response: reqwest::Response, key: &str) -> Error {
+async fn status_error(response: reqwest::Response, key: &str, store: &str) -> Error {
     let status = response.status().as_u16();
     if is_transient_status(status) {
         let retry_after = response
@@ -327,22 +332,10 @@ async fn status_error(response: reqwest::Response, key: &str) -> Error {
     let (kind, what) = match status {
         412 => return changed(key),
         404 => (ErrorKind::NotFound, "no such object"),
-        401 | 403 => (
-            ErrorKind::PermissionDenied,
-            "access denied: the credentials are wrong or expired, or lack permission",
-        ),
+        401 | 403 => return Error::access_denied(store, &format!("HTTP {status}{code}")).with_key(key),
         _ => (ErrorKind::Store, "the store refused the request"),
     };
     Error::new(kind, format!("{what} (HTTP {status}{code})")).with_key(key)
-}
-
-fn s3_error_code(body: &str) -> Option<String> {
-    let start = body.find("<Code>")? + "<Code>".len();
-    let end = start + body[start..].find("</Code>")?;
-    let code = &body[start..end];
-    code.chars()
-        .all(|c| c.is_ascii_alphanumeric())
-        .then(|| code.to_string())
 }
 
 #[cfg(test)]
