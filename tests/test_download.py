@@ -14,10 +14,12 @@ import zarr
 
 from conftest import SECRET_KEY
 from ursa import (
+    AccessDeniedError,
     ConfigurationError,
     DataInterface,
     DownloadProgress,
     ModalityRow,
+    ObjectNotFoundError,
     ObjectStoreError,
     Profile,
     QueryResult,
@@ -379,10 +381,11 @@ def test_missing_object_is_object_store_error_naming_the_key(
     boto.delete_object(Bucket="ursa-assets", Key=key)
     data = DataInterface(profile)
     events: list[DownloadProgress] = []
-    with pytest.raises(ObjectStoreError) as info:
+    with pytest.raises(ObjectNotFoundError) as info:
         data.download(
             data.query(recording_hash=rec.recording_hash), dest=tmp_path, progress=events.append
         )
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ObjectStoreError)
     assert info.value.key == key and key in str(info.value)
     assert "finish" not in [e.phase for e in events], "errors do not route through the callback"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "nor the logger"
@@ -420,8 +423,12 @@ def test_wrong_credentials_say_so_and_never_leak(
     good = DataInterface(profile_for(s3.endpoint))
     rows = good.query(recording_hash=recording.recording_hash, modality="imu")
     bad = DataInterface(profile_for(s3.endpoint, secret_access_key="wrong-" + SECRET_KEY))
-    with pytest.raises(ObjectStoreError, match="credentials") as info:
+    with pytest.raises(AccessDeniedError, match="credentials") as info:
         bad.download(rows, dest=tmp_path)
+    message = str(info.value)
+    assert isinstance(info.value, PermissionError) and isinstance(info.value, ObjectStoreError)
+    assert "profile 'r2-test' (role 'assets'" in message, message
+    assert "\n" not in message and "<" not in message, "one line, no raw XML"
     assert SECRET_KEY not in str(info.value) and SECRET_KEY not in repr(info.value)
     assert info.value.attempts == 1
     assert not tree(tmp_path)

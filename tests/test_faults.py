@@ -18,8 +18,11 @@ import pytest
 from conftest import profile_for
 from faultproxy import FaultProxy, Rule
 from ursa import (
+    AccessDeniedError,
     DataInterface,
     DownloadProgress,
+    ObjectChangedError,
+    ObjectNotFoundError,
     ObjectStoreError,
     ObjectStoreTransientError,
     Profile,
@@ -292,6 +295,8 @@ def test_permanent_statuses_fail_at_once(
     assert info.value.attempts == 1
     assert info.value.key is not None and info.value.key.endswith("eeg.zarr/data/c/0/3")
     assert not isinstance(info.value, ObjectStoreTransientError)
+    expected = {403: AccessDeniedError, 404: ObjectNotFoundError, 400: ObjectStoreError}[status]
+    assert type(info.value) is expected
     assert not leftovers(tmp_path)
     assert not (tmp_path / rec.recording_hash / "eeg" / "eeg.zarr").exists(), "half a Zarr store"
 
@@ -330,7 +335,7 @@ def test_a_replaced_object_is_an_error_never_a_mixed_file(
         Rule("replace_object", method="GET", key=mp4_key(rec), occurrences={2}, action=replace)
     )
     try:
-        with pytest.raises(ObjectStoreError, match="changed"):
+        with pytest.raises(ObjectChangedError, match="changed"):
             download(data, rec, tmp_path, part_size=1 * MiB, max_concurrency=1)
         assert not (tmp_path / rec.recording_hash / "camera" / "camera.mp4").exists()
         assert not leftovers(tmp_path)

@@ -3,7 +3,11 @@ fast and safely, with live progress."""
 
 from ursa.catalog import ModalityRow, QueryResult
 from ursa.errors import (
+    AccessDeniedError,
     ConfigurationError,
+    IntegrityError,
+    ObjectChangedError,
+    ObjectNotFoundError,
     ObjectStoreError,
     ObjectStoreTransientError,
     UrsaError,
@@ -15,11 +19,15 @@ from ursa.profiles import Profile
 from ursa.retry import RetryPolicy
 
 __all__ = [
+    "AccessDeniedError",
     "ConfigurationError",
     "DataInterface",
     "DownloadPlan",
     "DownloadProgress",
+    "IntegrityError",
     "ModalityRow",
+    "ObjectChangedError",
+    "ObjectNotFoundError",
     "ObjectStoreError",
     "ObjectStoreTransientError",
     "PlannedFile",

@@ -25,6 +25,24 @@ class ObjectStoreError(UrsaError):
         self.attempts = attempts
 
 
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """The object (or an asset's prefix) is not in the store."""
+
+
+class AccessDeniedError(ObjectStoreError, PermissionError):
+    """The store refused the credentials (wrong, expired, or without permission); the
+    message names the profile and role whose credentials to fix."""
+
+
+class ObjectChangedError(ObjectStoreError):
+    """The object changed on the store after it was planned (its ETag moved): nothing of
+    it was kept, so no file mixes two versions. Re-run to get the new version."""
+
+
+class IntegrityError(ObjectStoreError):
+    """The bytes never matched the store's checksum within the retry budget."""
+
+
 class ObjectStoreTransientError(ObjectStoreError):
     """A retryable transport fault (5xx, 429, 408, reset, truncated body, stall). Retried
     inside the engine; it surfaces only as the ``__cause__`` of an ``ObjectStoreError``
@@ -60,6 +78,13 @@ def _from_fault(kind: str, message: str, key: str | None, attempts: int) -> Base
         return FileExistsError(text)
     if kind == "io":
         return OSError(text)
-    if kind == "transient":
-        return ObjectStoreTransientError(text, key=key, attempts=attempts)
-    return ObjectStoreError(text, key=key, attempts=attempts)
+    return _STORE_ERRORS.get(kind, ObjectStoreError)(text, key=key, attempts=attempts)
+
+
+_STORE_ERRORS: dict[str, type[ObjectStoreError]] = {
+    "not_found": ObjectNotFoundError,
+    "permission_denied": AccessDeniedError,
+    "changed": ObjectChangedError,
+    "integrity": IntegrityError,
+    "transient": ObjectStoreTransientError,
+}

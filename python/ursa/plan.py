@@ -16,7 +16,7 @@ from typing import Literal
 
 from ursa import _core, records
 from ursa.catalog import ModalityRow, QueryResult
-from ursa.errors import ObjectStoreError, raise_from_core
+from ursa.errors import ObjectNotFoundError, raise_from_core
 from ursa.layouts import Layout, row_dir
 from ursa.profiles import Profile
 from ursa.sources import Part, Source, parts_for
@@ -159,7 +159,7 @@ def make_plan(
             objects = next(listing)
             store_index = next(request)[0]
             if part.processed and not objects:
-                raise ObjectStoreError(f"the asset {part.uri} has no objects", key=part.uri)
+                raise ObjectNotFoundError(f"the asset {part.uri} has no objects", key=part.uri)
             directory = None
             parent = base
             if part.name is not None:

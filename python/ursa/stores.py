@@ -62,6 +62,7 @@ def locate(profile: Profile, uri: str) -> Location:
         "allow_http": profile.allow_http,
         "access_key_id": creds.access_key_id,
         "secret_access_key": creds.secret_access_key,
+        "label": f"profile {profile.name!r} (role {role!r}, s3://{bucket})",
     }
     return Location(uri, parts.path.lstrip("/"), spec)
 

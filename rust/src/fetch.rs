@@ -83,7 +83,6 @@ impl Sink for Buffer {
 /// One object's fetch context: where it comes from and the rules every request obeys.
 pub struct Fetch<'a> {
     pub store: &'a Store,
-    pub http: &'a reqwest::Client,
     pub key: &'a str,
     pub size: u64,
     pub etag: Option<&'a str>,
@@ -164,7 +163,7 @@ impl Fetch<'_> {
     pub async fn stored_crc32(&self) -> Result<Option<u32>> {
         let mut budget = Budget::new(self.policy);
         loop {
-            let head = self.store.head_crc32(self.http, self.key, self.etag);
+            let head = self.store.head_crc32(self.key, self.etag);
             let err = match tokio::time::timeout(self.policy.idle_timeout, head).await {
                 Ok(Ok(crc)) => return Ok(crc),
                 Ok(Err(err)) => err,
@@ -190,8 +189,7 @@ impl Fetch<'_> {
         let idle = self.policy.idle_timeout;
         let body = tokio::time::timeout(
             idle,
-            self.store
-                .get(self.http, self.key, range.clone(), self.size, self.etag),
+            self.store.get(self.key, range.clone(), self.size, self.etag),
         )
         .await
         .map_err(|_| self.stalled())??;

@@ -4,7 +4,6 @@
 
 pub mod error;
 pub mod fetch;
-pub mod http;
 pub mod journal;
 pub mod keypath;
 pub mod parts;

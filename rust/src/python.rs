@@ -55,7 +55,7 @@ fn error_args(err: &Error) -> (&'static str, String, Option<String>, u32, Option
 fn wait<T: Send + 'static>(py: Python<'_>, work: impl Future<Output = T> + Send + 'static) -> PyResult<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     let rx = std::sync::Mutex::new(rx); // shared with the GIL-free closure below
-    let task = runtime().spawn(async move {
+    let task = runtime().map_err(to_py)?.spawn(async move {
         let _ = tx.send(work.await);
     });
     loop {
@@ -97,6 +97,10 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
                 .unwrap_or(false),
             access_key_id: text("access_key_id")?,
             secret_access_key: text("secret_access_key")?,
+            label: match get("label")? {
+                Some(label) => label.extract()?,
+                None => format!("s3://{}", text("bucket")?),
+            },
         }),
         other => Err(PyValueError::new_err(format!("unknown store kind {other:?}"))),
     }
@@ -105,7 +109,7 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
 fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
     specs
         .iter()
-        .map(|s| Ok(Arc::new(Store::new(&store_config(s)?).map_err(to_py)?)))
+        .map(|s| Store::shared(&store_config(s)?).map_err(to_py))
         .collect()
 }
 
@@ -165,16 +169,15 @@ fn put_files(
     checksum: bool,
 ) -> PyResult<()> {
     let store = stores(&[spec])?.remove(0);
-    let http = crate::http::client(std::time::Duration::from_secs(30)).map_err(to_py)?;
     let result = wait(py, async move {
         stream::iter(items)
             .map(|(path, key)| {
-                let (store, http) = (store.clone(), http.clone());
+                let store = store.clone();
                 async move {
                     let data = tokio::fs::read(&path)
                         .await
                         .map_err(|e| Error::io(&format!("reading {}", path.display()), &e))?;
-                    store.put(&http, &key, Bytes::from(data), checksum).await
+                    store.put(&key, Bytes::from(data), checksum).await
                 }
             })
             .buffer_unordered(concurrency.max(1))
@@ -363,7 +366,14 @@ fn start_download(
         .map(|(dest, adopt)| Group { dest, adopt })
         .collect();
     let records = records.map(|(root, file)| RecordLog::new(root, file));
-    let inner = transfer::start(&runtime(), stores, jobs, groups, options, records);
+    let inner = transfer::start(
+        &*runtime().map_err(to_py)?,
+        stores,
+        jobs,
+        groups,
+        options,
+        records,
+    );
     Ok(DownloadHandle { inner })
 }
 
@@ -396,7 +406,7 @@ impl RangeReader {
             max_inflight_bytes,
             retry: retry_policy(retry)?,
         };
-        let inner = Reader::new(&runtime(), store, options).map_err(to_py)?;
+        let inner = Reader::new(&*runtime().map_err(to_py)?, store, options).map_err(to_py)?;
         Ok(RangeReader {
             inner: Arc::new(inner),
         })
@@ -412,7 +422,10 @@ impl RangeReader {
                 range: start..stop,
             })
             .collect();
-        let inner = self.inner.start(&runtime(), requests).map_err(to_py)?;
+        let inner = self
+            .inner
+            .start(&*runtime().map_err(to_py)?, requests)
+            .map_err(to_py)?;
         Ok(ReadHandle { inner })
     }
 

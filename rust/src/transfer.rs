@@ -10,13 +10,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetch, Journaled, Progress};
-use crate::http;
 use crate::journal::JOURNAL_FROM;
 use crate::parts::split;
 use crate::records::RecordLog;
@@ -140,7 +140,6 @@ pub fn start(
         cancel: cancel.clone(),
         progress: progress.clone(),
         events: tx,
-        http: OnceCell::new(),
         records,
     };
     let slot = outcome.clone();
@@ -164,7 +163,6 @@ struct Engine {
     cancel: CancellationToken,
     progress: Arc<Progress>,
     events: mpsc::Sender<Event>,
-    http: OnceCell<reqwest::Client>,
     records: Option<RecordLog>,
 }
 
@@ -362,9 +360,10 @@ impl Engine {
         range: Range<u64>,
         _permit: OwnedSemaphorePermit,
     ) -> Result<()> {
+        let fetch = std::panic::AssertUnwindSafe(self.fetch_part(&object, part, range)).catch_unwind();
         let result = tokio::select! {
             _ = self.cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled")),
-            result = self.fetch_part(&object, part, range) => result,
+            result = fetch => result.unwrap_or_else(|panic| Err(Error::panicked(panic.as_ref(), &object.job.key))),
         };
         if let Err(err) = &result {
             if err.kind != ErrorKind::Cancelled {
@@ -393,13 +392,8 @@ impl Engine {
                 .map_err(|e| e.with_key(&job.key))
             })
             .await?;
-        let http = self
-            .http
-            .get_or_try_init(|| async { http::client(self.options.retry.idle_timeout) })
-            .await?;
         let fetch = Fetch {
             store: &self.stores[job.store],
-            http,
             key: &job.key,
             size: job.size,
             etag: job.etag.as_deref(),

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use md5::{Digest, Md5};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::http::unquote;
+use crate::store::unquote;
 
 /// The bytes of one fetch as they are written: always their CRC32 (parts hand theirs on
 /// to be combined), checked against whatever the store promised for a whole object.
