@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -134,6 +135,15 @@ def resume_after_kill(profile: Profile, work: Path, endpoint: str) -> dict[str, 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ursa-resume-"))
+    try:
+        text = measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (ROOT / "docs" / "benchmarks-resume.md").write_text(text)
+    print(text)
+
+
+def measure(work: Path) -> str:
     with start_seaweed(work / "seaweed", access_key_id=KEY, secret_access_key=SECRET) as server:
         for bucket in ("ursa-catalog", "ursa-raw", "ursa-assets"):
             server.create_bucket(bucket)
@@ -160,8 +170,7 @@ SeaweedFS on loopback.
 {killed["resume_s"]:.2f} s, asked for {killed["asked"] / MiB:.0f} MiB \
 ({fetched:.1%} of the object) | ≤ 15 % |
 """
-    (ROOT / "docs" / "benchmarks-resume.md").write_text(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
