@@ -5,6 +5,7 @@
 pub mod error;
 pub mod fetch;
 pub mod keypath;
+pub mod listing;
 pub mod parts;
 pub mod read;
 pub mod retry;
