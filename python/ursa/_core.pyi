@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PART_SIZE",
     "DEFAULT_READ_PART_SIZE",
+    "DEFAULT_RETRY",
     "CoreError",
     "DownloadHandle",
     "RangeReader",
@@ -29,6 +30,7 @@ _Listed = tuple[str, str, int, str | None]
 DEFAULT_MAX_CONCURRENCY: int
 DEFAULT_PART_SIZE: int
 DEFAULT_READ_PART_SIZE: int
+DEFAULT_RETRY: tuple[int, float, float, float]
 DEFAULT_COALESCE_GAP: int
 
 class CoreError(Exception):

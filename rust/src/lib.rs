@@ -6,6 +6,7 @@ pub mod error;
 pub mod fetch;
 pub mod journal;
 pub mod keypath;
+pub mod listing;
 pub mod parts;
 pub mod read;
 pub mod records;

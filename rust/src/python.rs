@@ -13,14 +13,15 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
+use crate::listing::{self, ListRequest};
 use crate::read::{PendingRead, ReadOptions, ReadRequest, Reader};
 use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
 use crate::transfer::{self, Download, Event, Group, Job, Options};
-use crate::{journal, keypath, tempname};
+use crate::{journal, tempname};
 
 pyo3::create_exception!(
     _core,
@@ -116,9 +117,7 @@ fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
 /// One listed object: (key, key relative to the request, size, etag).
 type Listed = (String, String, u64, Option<String>);
 
-/// Expand requests `(store, prefix_or_key, is_prefix)` into objects, concurrently.
-/// Prefix listings are in key byte order and every key is checked to be a safe relative
-/// path; a single object's relative key is its basename.
+/// Expand requests `(store, prefix_or_key, is_prefix)` into objects (`listing::expand_all`).
 #[pyfunction]
 fn list_objects(
     py: Python<'_>,
@@ -126,35 +125,24 @@ fn list_objects(
     requests: Vec<(usize, String, bool)>,
 ) -> PyResult<Vec<Vec<Listed>>> {
     let stores = stores(&specs)?;
-    let result = wait(py, async move {
-        stream::iter(requests)
-            .map(|(store, target, is_prefix)| {
-                let store = stores[store].clone();
-                async move { expand(&store, &target, is_prefix).await }
-            })
-            .buffered(16)
-            .try_collect::<Vec<_>>()
-            .await
-    })?;
-    result.map_err(to_py)
-}
-
-async fn expand(store: &Store, target: &str, is_prefix: bool) -> Result<Vec<Listed>, Error> {
-    if !is_prefix {
-        let info = store.head(target).await?;
-        let name = target.rsplit('/').next().unwrap_or(target).to_string();
-        keypath::check_relative(&name)
-            .map_err(|why| Error::new(ErrorKind::InvalidInput, why).with_key(target))?;
-        return Ok(vec![(info.key, name, info.size, info.etag)]);
-    }
-    let objects = store.list(target).await?;
-    objects
+    let requests = requests
         .into_iter()
-        .map(|o| {
-            let rel = keypath::relative_key(target, &o.key)?.to_string();
-            Ok((o.key, rel, o.size, o.etag))
+        .map(|(store, target, is_prefix)| ListRequest {
+            store,
+            target,
+            is_prefix,
         })
-        .collect()
+        .collect();
+    let listed = wait(py, listing::expand_all(stores, requests))?.map_err(to_py)?;
+    Ok(listed
+        .into_iter()
+        .map(|objects| {
+            objects
+                .into_iter()
+                .map(|o| (o.key, o.rel, o.size, o.etag))
+                .collect()
+        })
+        .collect())
 }
 
 /// Upload local files `(path, key)` (for fixtures and demos), `concurrency` at a time,
@@ -515,6 +503,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let defaults = Options::default();
     m.add("DEFAULT_MAX_CONCURRENCY", defaults.max_concurrency)?;
     m.add("DEFAULT_PART_SIZE", defaults.part_size)?;
+    let retry = defaults.retry;
+    let retry: RetryTuple = (
+        retry.max_attempts,
+        retry.base_delay.as_secs_f64(),
+        retry.max_delay.as_secs_f64(),
+        retry.idle_timeout.as_secs_f64(),
+    );
+    m.add("DEFAULT_RETRY", retry)?;
     let reads = ReadOptions::default();
     m.add("DEFAULT_READ_PART_SIZE", reads.part_size)?;
     m.add("DEFAULT_COALESCE_GAP", reads.coalesce_gap)?;
