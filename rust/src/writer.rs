@@ -399,6 +399,60 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_runs_temporary_is_adopted_only_for_the_same_object() {
+        use crate::journal::Journal;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("big.bin");
+        let size = 10u64;
+        // What a killed run leaves: a part file of the object's size and its journal.
+        let leave = |etag: &str, len: u64| -> PathBuf {
+            let part = dir.path().join(format!(
+                ".big.bin.ursa-h-99999999-{:016x}.part",
+                rand::random::<u64>()
+            ));
+            std::fs::write(&part, vec![7u8; len as usize]).unwrap();
+            let journal = tempname::retagged(&part, Tag::Journal).unwrap();
+            Journal::create(&journal, Some(etag), size, 4)
+                .unwrap()
+                .note(0, 4, true)
+                .unwrap();
+            part
+        };
+
+        let part = leave("\"e1\"", size);
+        let (temp, state) = TempFile::adopt(&target, &part, Some("\"e1\""), size).unwrap();
+        assert_eq!(state.held, vec![4, 0, 0]);
+        assert!(!part.exists(), "not claimed");
+        assert!(temp.journal.is_some());
+        temp.publish(&target, false).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), vec![7u8; 10]);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("big.bin")],
+            "journal left behind"
+        );
+
+        // Another ETag, or a part file of the wrong size: claimed and discarded, never used.
+        for (etag, len) in [("\"e2\"", size), ("\"e1\"", size - 1)] {
+            let part = leave(etag, len);
+            assert!(TempFile::adopt(&target, &part, Some("\"e1\""), size).is_none());
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "not discarded");
+        }
+        // Gone (another run claimed it first): nothing to adopt.
+        assert!(TempFile::adopt(
+            &target,
+            &dir.path().join(".big.bin.ursa-h-1-0000000000000000.part"),
+            None,
+            size
+        )
+        .is_none());
+    }
+
+    #[test]
     fn without_rename_noreplace_a_directory_still_publishes_whole_and_never_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let asset = dir.path().join("eeg.zarr");
