@@ -438,3 +438,19 @@ def test_cli_resume(faulty: FaultProxy, rec: Recording, tmp_path: Path) -> None:
     events = [json.loads(line) for line in again.stdout.splitlines()]
     assert events[-1]["phase"] == "finish"
     assert events[-1]["bytes_done"] == events[-1]["bytes_total"] > 0
+
+
+def test_no_object_may_land_in_the_records_directory(
+    profile: Profile, tmp_path: Path, boto: Any
+) -> None:
+    """dest/.ursa holds the records; a key that the flat layout would put there is refused
+    at plan time, before anything is written."""
+    raw = build_recording(profile, [RowSpec("audio", status="raw", segments=1)], seed=1202)
+    boto.put_object(
+        Bucket="ursa-raw", Key=f"{raw.recording_hash}/audio/.ursa/records/x.jsonl", Body=b"{}"
+    )
+    data = DataInterface(profile)
+    rows = data.query(recording_hash=raw.recording_hash, status="raw")
+    with pytest.raises(ValueError, match="keeps its records in"):
+        data.download(rows, tmp_path / "d", layout="flat")
+    assert not (tmp_path / "d").exists()
