@@ -454,3 +454,9 @@ def test_no_object_may_land_in_the_records_directory(
     with pytest.raises(ValueError, match="keeps its records in"):
         data.download(rows, tmp_path / "d", layout="flat")
     assert not (tmp_path / "d").exists()
+    # Nor may something else stand where the records go.
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".ursa").write_text("mine")
+    with pytest.raises(FileExistsError, match="download records"):
+        data.download(rows, tmp_path / "d")
+    assert [p.name for p in (tmp_path / "d").iterdir()] == [".ursa"]

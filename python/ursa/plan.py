@@ -228,6 +228,10 @@ def _check_not_reserved(dest: Path, files: list[PlannedFile], directories: list[
     """``dest/.ursa`` holds the download records: no object may land there (possible only
     with the flat layout and a key starting with ``.ursa/``)."""
     reserved = dest / records.RECORDS_DIR.parts[0]
+    if os.path.lexists(reserved) and (reserved.is_symlink() or not reserved.is_dir()):
+        raise FileExistsError(
+            f"{reserved} exists and is not a directory; ursa keeps its download records there"
+        )
     for path in [f.path for f in files] + directories:
         if path == reserved or reserved in path.parents:
             raise ValueError(f"{path} would land in {reserved}, which ursa keeps its records in")
