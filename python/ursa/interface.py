@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ursa import _core
 from ursa.catalog import ModalityRow, QueryResult, build_filter, query_dataset
@@ -19,6 +20,10 @@ from ursa.profiles import Profile, load_profile
 from ursa.retry import RetryPolicy
 from ursa.sources import check_source
 from ursa.stores import lance_options
+
+if TYPE_CHECKING:
+    from ursa.delivery.results import RecordingData
+    from ursa.delivery.stream import WindowStream
 
 Target = QueryResult | Iterable[QueryResult]
 
@@ -121,6 +126,76 @@ class DataInterface:
         retries = run(plan, emitter, tuning, overwrite) if plan.rows else 0
         emitter.emit("finish", bytes_done=plan.bytes_total, retries=retries, **scope)
         return plan.paths
+
+    def materialize(
+        self,
+        target: Target,
+        *,
+        start: float | datetime | None = None,
+        stop: float | datetime | None = None,
+        modalities: str | Sequence[str] | None = None,
+        max_bytes: int = 2 << 30,
+        progress: ProgressCallback | None = None,
+        max_concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[RecordingData]:
+        """Decode the target rows' clip ``[start, stop)`` into memory, reading only the
+        bytes it needs in place in the store: one ``RecordingData`` per recording, in
+        target order (SPEC §9). Needs ``ursa[data]``."""
+        from ursa.delivery import require_data_extra
+
+        require_data_extra()
+        from ursa.delivery.materialize import materialize
+
+        return materialize(
+            self.profile,
+            target,
+            start=start,
+            stop=stop,
+            modalities=modalities,
+            max_bytes=max_bytes,
+            progress=progress,
+            max_concurrency=max_concurrency,
+            retry=retry,
+        )
+
+    def stream(
+        self,
+        target: Target,
+        *,
+        window: float,
+        stride: float | None = None,
+        start: float | datetime | None = None,
+        stop: float | datetime | None = None,
+        modalities: str | Sequence[str] | None = None,
+        drop_last: bool = True,
+        prefetch: int = 2,
+        max_inflight_bytes: int = 256 << 20,
+        max_concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> WindowStream:
+        """Windows of ``window`` seconds every ``stride`` over the target rows, each
+        clipped as ``materialize`` would, fetched ahead of the consumer in bounded memory;
+        ``len()`` is known up front (SPEC §9). Needs ``ursa[data]``."""
+        from ursa.delivery import require_data_extra
+
+        require_data_extra()
+        from ursa.delivery.stream import WindowStream
+
+        return WindowStream(
+            self.profile,
+            target,
+            window=window,
+            stride=stride,
+            start=start,
+            stop=stop,
+            modalities=modalities,
+            drop_last=drop_last,
+            prefetch=prefetch,
+            max_inflight_bytes=max_inflight_bytes,
+            max_concurrency=max_concurrency,
+            retry=retry,
+        )
 
 
 def _dest(dest: str | os.PathLike[str]) -> Path:
