@@ -134,10 +134,22 @@ class ZarrAsset(Asset):
             is_pad[samples - pad :] = True
         return self.signal.dataset(i0, values), is_pad
 
-    def window_plan(self, start: float, samples: int) -> list[ByteRange]:
+    def window_needs(self, start: float, samples: int) -> dict[object, ByteRange]:
+        """The chunk objects a ``window`` of ``samples`` from ``start`` reads."""
         i0, _ = self.signal.index_range(Span(start, None))
         i1 = min(self.signal.count, i0 + samples)
-        return self.signal.store.ranges_for(self.signal.chunk_keys(i0, i1))
+        out: dict[object, ByteRange] = {}
+        for key in self.signal.chunk_keys(i0, i1):
+            r = self.signal.store.range_of(key)
+            if r is not None:
+                out[key] = r
+        return out
+
+    def hold(self, part: object, r: ByteRange, data: bytes) -> None:
+        self.signal.store.fill([r], [data])
+
+    def drop(self, part: object) -> None:
+        self.signal.store.drop([str(part)])
 
     def release(self) -> None:
         self.signal.store.drop(self._held)
@@ -163,6 +175,16 @@ class ParquetAsset(Asset):
             ByteRange(f.key, f.size(), f._etag, *self.table.group_extent(i))
             for i in self.table.groups_for(span)
         ]
+
+    def needs(self, span: Span) -> dict[object, ByteRange]:
+        """The row groups (by byte offset) a clip reads."""
+        return {r.start: r for r in self.plan(span)}
+
+    def hold(self, part: object, r: ByteRange, data: bytes) -> None:
+        self.file.prime([(r.start, data)])
+
+    def drop(self, part: object) -> None:
+        self.file.unprime(int(part))  # type: ignore[call-overload]
 
     def take(self, ranges: Sequence[ByteRange], data: Sequence[bytes]) -> None:
         self.file.prime((r.start, d) for r, d in zip(ranges, data, strict=True))

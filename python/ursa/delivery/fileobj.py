@@ -66,8 +66,12 @@ class RangeFile(io.RawIOBase):
         for offset, data in segments:
             self._primed[offset] = data
 
-    def unprime(self) -> None:
-        self._primed.clear()
+    def unprime(self, offset: int | None = None) -> None:
+        """Drop the segment at ``offset`` (every segment when None)."""
+        if offset is None:
+            self._primed.clear()
+        else:
+            self._primed.pop(offset, None)
 
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:

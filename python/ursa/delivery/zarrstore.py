@@ -69,6 +69,13 @@ class RangeStore(Store):
                 out.append(ByteRange(self._prefix + key, size, etag, 0, size))
         return out
 
+    def range_of(self, key: str) -> ByteRange | None:
+        """The whole-object range of ``key`` (None: no such object)."""
+        info = self._objects.get(key)
+        if info is None:
+            return None
+        return ByteRange(self._prefix + key, info[0], info[1], 0, info[0])
+
     def fill(self, ranges: Iterable[ByteRange], data: Iterable[bytes]) -> None:
         """Hold fetched objects until ``drop``."""
         for r, body in zip(ranges, data, strict=True):
@@ -84,7 +91,8 @@ class RangeStore(Store):
 
     @property
     def held_bytes(self) -> int:
-        return sum(len(b) for b in self._held.values())
+        """Bytes held for chunks (the small metadata documents are kept and not counted)."""
+        return sum(len(b) for k, b in self._held.items() if not k.endswith("zarr.json"))
 
     # The zarr Store interface.
 
