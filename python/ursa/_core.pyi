@@ -5,10 +5,14 @@ from os import PathLike
 from typing import final
 
 __all__ = [
+    "DEFAULT_COALESCE_GAP",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PART_SIZE",
+    "DEFAULT_READ_PART_SIZE",
     "CoreError",
     "DownloadHandle",
+    "RangeReader",
+    "ReadHandle",
     "clean_stale",
     "list_objects",
     "put_files",
@@ -20,6 +24,8 @@ _Listed = tuple[str, str, int, str | None]
 
 DEFAULT_MAX_CONCURRENCY: int
 DEFAULT_PART_SIZE: int
+DEFAULT_READ_PART_SIZE: int
+DEFAULT_COALESCE_GAP: int
 
 class CoreError(Exception):
     """args: (kind, message, key, attempts, cause); cause is (kind, message, key, attempts)."""
@@ -52,3 +58,27 @@ class DownloadHandle:
     def retries(self) -> int: ...
     def cancel(self) -> None: ...
     def outcome(self) -> None: ...
+
+@final
+class RangeReader:
+    def __new__(
+        cls,
+        spec: _StoreSpec,
+        *,
+        max_concurrency: int,
+        part_size: int,
+        coalesce_gap: int,
+        max_inflight_bytes: int,
+        retry: tuple[int, float, float, float],
+    ) -> RangeReader: ...
+    def start(self, requests: list[tuple[str, int, str | None, int, int]]) -> ReadHandle: ...
+    def list(self, prefix: str) -> list[tuple[str, int, str | None]]: ...
+    def head(self, key: str) -> tuple[int, str | None]: ...
+    def bytes_fetched(self) -> int: ...
+    def retries(self) -> int: ...
+
+@final
+class ReadHandle:
+    def wait(self, timeout_s: float) -> list[bytes] | None: ...
+    def done(self) -> bool: ...
+    def cancel(self) -> None: ...

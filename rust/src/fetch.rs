@@ -1,5 +1,6 @@
-//! Fetching an object's bytes under its retry budget: the resumable loop that writes a
-//! range into its place in the temporary file, and the HEAD for its stored checksum.
+//! Fetching an object's bytes under its retry budget: the resumable loop that puts a
+//! range into its place in a sink (a temporary file, or a buffer in memory), and the HEAD
+//! for its stored checksum.
 
 use std::fs::File;
 use std::ops::Range;
@@ -21,6 +22,44 @@ pub struct Progress {
     pub retries: AtomicU64,
 }
 
+/// Where fetched bytes go: `put` receives each piece at its offset in the object, in
+/// order within one request (a retry resumes from the last byte put).
+pub trait Sink {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()>;
+}
+
+/// A temporary file: each byte at its own offset (positional writes, parts in parallel).
+impl Sink for &File {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
+        self.write_all_at(data, offset)
+            .map_err(|e| Error::io("writing the download", &e))
+    }
+}
+
+/// A range of an object held in memory: `bytes[i]` is the object's byte `start + i`.
+#[derive(Debug)]
+pub struct Buffer {
+    pub start: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Buffer {
+    pub fn for_range(range: &Range<u64>) -> Buffer {
+        Buffer {
+            start: range.start,
+            bytes: vec![0; (range.end - range.start) as usize],
+        }
+    }
+}
+
+impl Sink for Buffer {
+    fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
+        let at = (offset - self.start) as usize;
+        self.bytes[at..at + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
 /// One object's fetch context: where it comes from and the rules every request obeys.
 pub struct Fetch<'a> {
     pub store: &'a Store,
@@ -34,19 +73,19 @@ pub struct Fetch<'a> {
 }
 
 impl Fetch<'_> {
-    /// Write `range` of the object into `file` at the same offsets and return the range's
-    /// CRC32. Transient faults are retried from the last byte written; a checksum mismatch
+    /// Put `range` of the object into `sink` at the same offsets and return the range's
+    /// CRC32. Transient faults are retried from the last byte put; a checksum mismatch
     /// (whole objects: `verifier` knows what the store promised) starts the range again.
-    pub async fn range_to_file(
+    pub async fn range_into(
         &self,
-        file: &File,
+        sink: &mut impl Sink,
         range: Range<u64>,
         verifier: &mut Verifier,
     ) -> Result<u32> {
         let mut budget = Budget::new(self.policy);
         let mut pos = range.start;
         loop {
-            let result = match self.fetch_once(file, pos..range.end, &mut pos, verifier).await {
+            let result = match self.fetch_once(sink, pos..range.end, &mut pos, verifier).await {
                 Ok(()) => verifier.finish(self.key),
                 Err(err) => Err(err),
             };
@@ -83,7 +122,7 @@ impl Fetch<'_> {
 
     async fn fetch_once(
         &self,
-        file: &File,
+        sink: &mut impl Sink,
         range: Range<u64>,
         pos: &mut u64,
         verifier: &mut Verifier,
@@ -119,8 +158,7 @@ impl Fetch<'_> {
             if data.is_empty() {
                 continue;
             }
-            file.write_all_at(data, *pos)
-                .map_err(|e| Error::io("writing the download", &e).with_key(self.key))?;
+            sink.put(data, *pos).map_err(|e| e.with_key(self.key))?;
             verifier.update(data);
             *pos += data.len() as u64;
             self.progress

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod http;
 pub mod keypath;
 pub mod parts;
+pub mod read;
 pub mod retry;
 pub mod runtime;
 pub mod store;

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::error::{Error, ErrorKind};
+use crate::read::{PendingRead, ReadOptions, ReadRequest, Reader};
 use crate::retry::RetryPolicy;
 use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
@@ -240,6 +241,22 @@ impl DownloadHandle {
     }
 }
 
+/// `(max_attempts, base_delay_s, max_delay_s, idle_timeout_s)`, as `RetryPolicy.as_tuple()`.
+type RetryTuple = (u32, f64, f64, f64);
+
+fn retry_policy((max_attempts, base, max, idle): RetryTuple) -> PyResult<RetryPolicy> {
+    let seconds = |s: f64| {
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| PyValueError::new_err("retry delays must be finite and >= 0"))
+    };
+    Ok(RetryPolicy {
+        max_attempts: max_attempts.max(1),
+        base_delay: seconds(base)?,
+        max_delay: seconds(max)?,
+        idle_timeout: seconds(idle)?,
+    })
+}
+
 type JobTuple = (usize, String, u64, Option<String>, PathBuf, Option<usize>);
 
 #[pyfunction]
@@ -252,24 +269,14 @@ fn start_download(
     max_concurrency: usize,
     part_size: u64,
     overwrite: bool,
-    retry: (u32, f64, f64, f64),
+    retry: RetryTuple,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&specs)?;
-    let (max_attempts, base, max, idle) = retry;
-    let seconds = |s: f64| {
-        Duration::try_from_secs_f64(s)
-            .map_err(|_| PyValueError::new_err("retry delays must be finite and >= 0"))
-    };
     let options = Options {
         max_concurrency,
         part_size,
         overwrite,
-        retry: RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            base_delay: seconds(base)?,
-            max_delay: seconds(max)?,
-            idle_timeout: seconds(idle)?,
-        },
+        retry: retry_policy(retry)?,
     };
     let jobs = jobs
         .into_iter()
@@ -286,10 +293,131 @@ fn start_download(
     Ok(DownloadHandle { inner })
 }
 
+/// Ranged reads of one store's objects into memory (`read.rs`).
+#[pyclass(module = "ursa._core", frozen)]
+struct RangeReader {
+    inner: Arc<Reader>,
+}
+
+/// A request: (key, object size, etag, start, stop), stop exclusive.
+type RangeTuple = (String, u64, Option<String>, u64, u64);
+
+#[pymethods]
+impl RangeReader {
+    #[new]
+    #[pyo3(signature = (spec, *, max_concurrency, part_size, coalesce_gap, max_inflight_bytes, retry))]
+    fn new(
+        spec: Bound<'_, PyDict>,
+        max_concurrency: usize,
+        part_size: u64,
+        coalesce_gap: u64,
+        max_inflight_bytes: u64,
+        retry: RetryTuple,
+    ) -> PyResult<Self> {
+        let store = stores(&[spec])?.remove(0);
+        let options = ReadOptions {
+            max_concurrency,
+            part_size: part_size.max(1),
+            coalesce_gap,
+            max_inflight_bytes,
+            retry: retry_policy(retry)?,
+        };
+        let inner = Reader::new(&runtime(), store, options).map_err(to_py)?;
+        Ok(RangeReader {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn start(&self, requests: Vec<RangeTuple>) -> PyResult<ReadHandle> {
+        let requests = requests
+            .into_iter()
+            .map(|(key, size, etag, start, stop)| ReadRequest {
+                key,
+                size,
+                etag,
+                range: start..stop,
+            })
+            .collect();
+        let inner = self.inner.start(&runtime(), requests).map_err(to_py)?;
+        Ok(ReadHandle { inner })
+    }
+
+    /// Every object under a `/`-terminated prefix, in key byte order: (key, size, etag).
+    fn list(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<(String, u64, Option<String>)>> {
+        let reader = self.inner.clone();
+        let listed = wait(py, async move { reader.list(&prefix).await })?.map_err(to_py)?;
+        Ok(listed.into_iter().map(|o| (o.key, o.size, o.etag)).collect())
+    }
+
+    /// (size, etag) of one object.
+    fn head(&self, py: Python<'_>, key: String) -> PyResult<(u64, Option<String>)> {
+        let reader = self.inner.clone();
+        let info = wait(py, async move { reader.head(&key).await })?.map_err(to_py)?;
+        Ok((info.size, info.etag))
+    }
+
+    fn bytes_fetched(&self) -> u64 {
+        self.inner
+            .progress
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn retries(&self) -> u64 {
+        self.inner
+            .progress
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A read on its way; `wait` hands its bytes out once.
+#[pyclass(module = "ursa._core", frozen)]
+struct ReadHandle {
+    inner: PendingRead,
+}
+
+#[pymethods]
+impl ReadHandle {
+    /// Each request's bytes, waiting up to `timeout_s` with the GIL released; `None` if
+    /// not ready yet. Raises `CoreError` if the read failed or was cancelled.
+    fn wait<'py>(&self, py: Python<'py>, timeout_s: f64) -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
+        let timeout = Duration::try_from_secs_f64(timeout_s.max(0.0))
+            .map_err(|_| PyValueError::new_err("timeout_s must be finite"))?;
+        let Some(result) = py.detach(|| self.inner.wait(timeout)) else {
+            return Ok(None);
+        };
+        let result = result.map_err(to_py)?;
+        let bytes = (0..result.len())
+            .map(|i| {
+                PyBytes::new_with(py, result.size(i), |out| {
+                    let mut at = 0;
+                    for slice in result.slices(i) {
+                        out[at..at + slice.len()].copy_from_slice(slice);
+                        at += slice.len();
+                    }
+                    Ok(())
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(bytes))
+    }
+
+    fn done(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add_class::<DownloadHandle>()?;
+    m.add_class::<RangeReader>()?;
+    m.add_class::<ReadHandle>()?;
     m.add_function(wrap_pyfunction!(list_objects, m)?)?;
     m.add_function(wrap_pyfunction!(put_files, m)?)?;
     m.add_function(wrap_pyfunction!(clean_stale, m)?)?;
@@ -297,5 +425,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let defaults = Options::default();
     m.add("DEFAULT_MAX_CONCURRENCY", defaults.max_concurrency)?;
     m.add("DEFAULT_PART_SIZE", defaults.part_size)?;
+    let reads = ReadOptions::default();
+    m.add("DEFAULT_READ_PART_SIZE", reads.part_size)?;
+    m.add("DEFAULT_COALESCE_GAP", reads.coalesce_gap)?;
     Ok(())
 }

@@ -340,7 +340,11 @@ impl Engine {
         };
         if object.ranges.len() == 1 {
             fetch
-                .range_to_file(&file.file, range, &mut Verifier::for_object(job.etag.as_deref()))
+                .range_into(
+                    &mut &file.file,
+                    range,
+                    &mut Verifier::for_object(job.etag.as_deref()),
+                )
                 .await?;
             return self.publish(object).await;
         }
@@ -349,7 +353,7 @@ impl Engine {
             .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len()))
             .await?;
         let crc = fetch
-            .range_to_file(&file.file, range, &mut Verifier::for_part())
+            .range_into(&mut &file.file, range, &mut Verifier::for_part())
             .await?;
         object.part_crcs[part].store(crc, Ordering::Relaxed);
         if let PartsCheck::Md5(digest) = check {
@@ -371,7 +375,7 @@ impl Engine {
             if let PartsCheck::Crc32(want) = check {
                 whole.expect_crc32(*want);
             }
-            fetch.range_to_file(&file.file, 0..job.size, &mut whole).await?;
+            fetch.range_into(&mut &file.file, 0..job.size, &mut whole).await?;
         }
         self.publish(object).await
     }
