@@ -34,9 +34,7 @@ ROWS = (
 
 @pytest.fixture(scope="module")
 def recs(profile: Profile) -> list[Recording]:
-    return [
-        build_recording(profile, ROWS, seed=seed, duration_s=DURATION) for seed in (921, 922)
-    ]
+    return [build_recording(profile, ROWS, seed=seed, duration_s=DURATION) for seed in (921, 922)]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +63,12 @@ def test_windows_hold_exact_samples_and_rows(
     windows = list(stream)
     assert len(windows) == 23
     for k, w in enumerate(windows):
-        assert (w.index, w.start, w.stop, w.recording_hash) == (k, k * 0.5, k * 0.5 + 1.0, rec.recording_hash)
+        assert (w.index, w.start, w.stop, w.recording_hash) == (
+            k,
+            k * 0.5,
+            k * 0.5 + 1.0,
+            rec.recording_hash,
+        )
         eeg = w["eeg"]
         i0 = k * 125  # 0.5 s at 250 Hz
         assert eeg.sizes["time"] == 250
@@ -77,7 +80,9 @@ def test_windows_hold_exact_samples_and_rows(
         assert not any(p.any() for p in w.is_pad.values())
 
 
-def test_drop_last_false_pads_the_last_window(profile: Profile, recs: list[Recording], boto: Any, copies: Path) -> None:
+def test_drop_last_false_pads_the_last_window(
+    profile: Profile, recs: list[Recording], boto: Any, copies: Path
+) -> None:
     rec = recs[0]
     data = DataInterface(profile)
     values, _ = oracle.eeg(boto, row(rec, "eeg"), copies / "eeg-pad")
@@ -124,7 +129,9 @@ def test_break_and_close_cancel_and_release(profile: Profile, recs: list[Recordi
 
 def test_memory_stays_bounded_on_a_long_recording(profile: Profile) -> None:
     # 16 MB of EEG (500 chunks of 32 kB) streamed with a 1 MiB in-flight budget.
-    rows = [RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunk_bytes=32_000)]
+    rows = [
+        RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunk_bytes=32_000)
+    ]
     rec = build_recording(profile, rows, seed=931, duration_s=2_000.0)
     data = DataInterface(profile)
     stream = data.stream(target(data, rec), window=2.0, prefetch=2, max_inflight_bytes=1 << 20)

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 
 from ursa.ranges import ByteRange, RangeReader
 
-_MIN_READAHEAD = 64 << 10
+_MIN_READAHEAD = 16 << 10
 _MAX_READAHEAD = 4 << 20
+_RECENT = 4
 
 
 class RangeFile(io.RawIOBase):
@@ -29,6 +30,10 @@ class RangeFile(io.RawIOBase):
         self._buf = b""
         self._readahead = _MIN_READAHEAD
         self._primed: dict[int, bytes] = {}
+        self.bytes_read = 0  # fetched from the store by this file object
+        # The last few buffers: demuxers jump back (MP4: header at the end, samples at
+        # the start) and should not fetch the same bytes twice.
+        self._recent: list[tuple[int, bytes]] = []
 
     def __repr__(self) -> str:
         return f"RangeFile(key={self.key!r}, size={self._size})"
@@ -63,8 +68,13 @@ class RangeFile(io.RawIOBase):
 
     def prime(self, segments: Iterable[tuple[int, bytes]]) -> None:
         """Hold these ``(offset, bytes)`` segments; reads inside one are served from it."""
-        for offset, data in segments:
-            self._primed[offset] = data
+        for offset, data in sorted(segments, key=lambda s: s[0]):
+            # Adjacent segments are joined: a reader may ask for bytes across two of them.
+            before = next((o for o, d in self._primed.items() if o + len(d) == offset), None)
+            if before is not None:
+                self._primed[before] += data
+            else:
+                self._primed[offset] = data
 
     def unprime(self, offset: int | None = None) -> None:
         """Drop the segment at ``offset`` (every segment when None)."""
@@ -95,14 +105,17 @@ class RangeFile(io.RawIOBase):
         buf_stop = self._buf_start + len(self._buf)
         if self._buf_start <= start and stop <= buf_stop:
             return self._buf[start - self._buf_start : stop - self._buf_start]
-        for offset, data in self._primed.items():
+        for offset, data in [*self._primed.items(), *self._recent]:
             if offset <= start and stop <= offset + len(data):
                 return data[start - offset : stop - offset]
-        sequential = start == buf_stop
+        sequential = bool(self._buf) and start == buf_stop
         self._readahead = min(_MAX_READAHEAD, self._readahead * 2) if sequential else _MIN_READAHEAD
         fetch_stop = min(self._size, max(stop, start + self._readahead))
+        if self._buf:
+            self._recent = [(self._buf_start, self._buf), *self._recent][:_RECENT]
         (self._buf,) = self._reader.read(
             [ByteRange(self.key, self._size, self._etag, start, fetch_stop)]
         )
         self._buf_start = start
+        self.bytes_read += len(self._buf)
         return self._buf[: stop - start]

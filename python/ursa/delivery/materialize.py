@@ -6,7 +6,6 @@ while the download phase grammar reports the bytes fetched."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from ursa.catalog import ModalityRow, QueryResult
@@ -15,12 +14,13 @@ from ursa.delivery.extra import require_data_extra
 from ursa.delivery.results import RecordingData
 from ursa.delivery.select import by_recording, select_rows
 from ursa.delivery.timeaxis import Span, TimeLike, check_order, resolve
-from ursa.events import Emitter, ProgressCallback
+from ursa.events import Emitter, Phase, ProgressCallback
 from ursa.profiles import Profile
 from ursa.ranges import ByteRange
 from ursa.retry import RetryPolicy
 
 _INFLIGHT_BYTES = 256 << 20
+_ROW_DONE: tuple[Phase, ...] = ("file_done", "modality_done")
 
 
 def materialize(
@@ -60,7 +60,9 @@ def materialize(
 
     # Every row's ranges run at once (the engine bounds bytes in flight); rows are
     # decoded in order as their bytes arrive.
-    pending = [a.reader.start(p) if p and a.reader else None for a, p in zip(assets, plans)]
+    pending = [
+        a.reader.start(p) if p and a.reader else None for a, p in zip(assets, plans, strict=True)
+    ]
     decoded: dict[ModalityRow, object] = {}
     other_bytes = 0
     try:
@@ -77,9 +79,9 @@ def materialize(
             decoded[row], extra = _decode(asset, spans[row], ranges, job)
             other_bytes += extra
             done = readers.bytes_fetched + other_bytes
-            for phase in ("file_done", "modality_done"):
+            for phase in _ROW_DONE:
                 emitter.emit(
-                    phase,  # type: ignore[arg-type]
+                    phase,
                     bytes_done=done,
                     retries=readers.retries,
                     worker_id=row.worker_id,
@@ -135,6 +137,3 @@ def check_concurrency(max_concurrency: int | None) -> None:
         raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
-
-
-_ = dt

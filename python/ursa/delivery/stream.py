@@ -151,7 +151,9 @@ class WindowStream:
 
     def _top_up(self) -> None:
         """Start fetching windows until ``prefetch`` are ahead of the one consumed next."""
-        while self._planned < len(self._windows) and self._planned <= self._position + self.prefetch:
+        while (
+            self._planned < len(self._windows) and self._planned <= self._position + self.prefetch
+        ):
             planned = self._windows[self._planned]
             self._plan(planned, self._planned)
             by_reader: dict[int, tuple[Any, list[tuple[Asset, object, ByteRange]]]] = {}
@@ -241,10 +243,8 @@ def _layout(
 ) -> list[tuple[float, float]]:
     """Window edges: full windows from ``lo`` while they fit before ``hi``; with
     ``drop_last=False`` one more, partial window when the full ones leave data uncovered."""
-    if hi - lo < window - _EPS:
-        full = 0
-    else:
-        full = math.floor((hi - lo - window) / stride + _EPS) + 1
+    fits = hi - lo >= window - _EPS
+    full = math.floor((hi - lo - window) / stride + _EPS) + 1 if fits else 0
     count = full
     covered = lo + (full - 1) * stride + window if full else lo
     if not drop_last and covered < hi - _EPS:

@@ -82,6 +82,34 @@ class LanceTable:
         return self.dataset.to_table(filter=time_filter(span))
 
 
+_FOOTER_GUESS = 16 << 10
+
+
+def _footer(file: RangeFile, label: str) -> Any:
+    """The file's metadata, read with one small ranged GET of its tail (two when the
+    footer is larger than the guess) rather than pyarrow's 64 KiB."""
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    size = file.size()
+    tail_len = min(size, _FOOTER_GUESS)
+    file.seek(size - tail_len)
+    tail = file.read(tail_len)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise ValueError(f"{label}: not a Parquet file")
+    (meta_len,) = struct.unpack("<I", tail[-8:-4])
+    if meta_len + 8 > len(tail):
+        if meta_len + 12 > size:
+            raise ValueError(f"{label}: the Parquet footer is corrupt")
+        file.seek(size - meta_len - 8)
+        tail = file.read(meta_len + 8)
+    footer = tail[-(meta_len + 8) :]
+    file.seek(0)
+    return pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
+
+
 class ParquetTable:
     """A Parquet file in the store, its footer read once through a ``RangeFile``."""
 
@@ -90,7 +118,7 @@ class ParquetTable:
 
         self.label = label
         self.file = file
-        self.parquet = pq.ParquetFile(file)
+        self.parquet = pq.ParquetFile(file, metadata=_footer(file, label))
         names = self.parquet.schema_arrow.names
         if TIME not in names:
             raise ValueError(f"{label}: the Parquet file has no {TIME!r} column")

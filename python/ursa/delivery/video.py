@@ -13,6 +13,8 @@ import numpy as np
 from ursa.delivery.fileobj import RangeFile
 from ursa.delivery.timeaxis import Span
 
+_IO_BLOCK = 8 << 10
+
 
 class FrameIndex:
     """The frame index of one MP4, in presentation order."""
@@ -67,6 +69,7 @@ class VideoClip:
         self.label = label
         self.times: np.ndarray = index.time_s[positions]
         self.frame_numbers: np.ndarray = index.frame[positions]
+        self.bytes_fetched = 0  # by frames(), so far
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -77,9 +80,19 @@ class VideoClip:
 
     def frames(self) -> np.ndarray:
         """Decode the clip's frames, in presentation order."""
+        file = self._open()
+        try:
+            return self._decode(file)
+        finally:
+            self.bytes_fetched += file.bytes_read
+            file.close()
+
+    def _decode(self, file: RangeFile) -> np.ndarray:
         import av
 
-        with self._open() as file, av.open(file, mode="r") as container:
+        # Small I/O blocks: FFmpeg's reads then cost little more than the samples they
+        # need; the file object's read-ahead still grows while decoding runs sequentially.
+        with av.open(file, mode="r", buffer_size=_IO_BLOCK) as container:
             stream = container.streams.video[0]
             if not len(self):
                 return np.empty((0, stream.height, stream.width, 3), dtype=np.uint8)

@@ -110,7 +110,8 @@ class RangeStore(Store):
             (body,) = await asyncio.to_thread(self._reader.read, [r])
         else:
             body = whole[start:stop]
-        return prototype.buffer.from_bytes(body)
+        buffer: Buffer = prototype.buffer.from_bytes(body)
+        return buffer
 
     async def get_partial_values(
         self,
