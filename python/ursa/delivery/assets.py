@@ -33,7 +33,10 @@ def entry_key(row: ModalityRow) -> str:
 
 
 class Readers:
-    """One engine reader per store, shared by every asset on it."""
+    """Engine readers per store, shared by every asset on it: one for the batches planned
+    ahead (``batch=True``), one for reads on demand (metadata, a decoder's misses, video).
+    Two, because a demand read made while decoding must never queue for byte budget
+    behind batches that wait for that very decode to take them."""
 
     def __init__(
         self,
@@ -46,15 +49,16 @@ class Readers:
         self._args = (max_concurrency, retry, max_inflight_bytes)
         self._readers: dict[tuple[object, ...], RangeReader] = {}
 
-    def locate(self, uri: str) -> tuple[RangeReader, str]:
+    def locate(self, uri: str, *, batch: bool = False) -> tuple[RangeReader, str]:
         loc = locate(self.profile, uri)
-        reader = self._readers.get(loc.store_id)
+        slot = (*loc.store_id, batch)
+        reader = self._readers.get(slot)
         if reader is None:
             concurrency, retry, budget = self._args
             reader = RangeReader(
                 loc.spec, max_concurrency=concurrency, retry=retry, max_inflight_bytes=budget
             )
-            self._readers[loc.store_id] = reader
+            self._readers[slot] = reader
         return reader, loc.key
 
     @property
@@ -69,7 +73,7 @@ class Readers:
 class Asset:
     """The interface; formats override what applies to them."""
 
-    reader: RangeReader | None = None
+    reader: RangeReader | None = None  # fetches what plan() names (None: nothing)
 
     def __init__(self, row: ModalityRow) -> None:
         self.row = row
@@ -100,8 +104,8 @@ class ZarrAsset(Asset):
     def __init__(self, row: ModalityRow, readers: Readers) -> None:
         super().__init__(row)
         assert row.storage_uri is not None
-        self.reader, key = readers.locate(row.storage_uri)
-        self.signal = SignalAsset(self.reader, key, self.label)
+        self.reader, key = readers.locate(row.storage_uri, batch=True)
+        self.signal = SignalAsset(readers.locate(row.storage_uri)[0], key, self.label)
         self._held: list[str] = []
 
     def bounds(self) -> tuple[float, float] | None:
@@ -160,9 +164,10 @@ class ParquetAsset(Asset):
     def __init__(self, row: ModalityRow, readers: Readers) -> None:
         super().__init__(row)
         assert row.storage_uri is not None
-        self.reader, key = readers.locate(row.storage_uri)
-        size, etag = self.reader.head(key)
-        self.file = RangeFile(self.reader, key, size, etag)
+        self.reader, key = readers.locate(row.storage_uri, batch=True)
+        demand, _ = readers.locate(row.storage_uri)
+        size, etag = demand.head(key)
+        self.file = RangeFile(demand, key, size, etag)
         self.table = ParquetTable(self.file, self.label)
 
     def bounds(self) -> tuple[float, float] | None:
@@ -224,16 +229,15 @@ class Mp4Asset(Asset):
     def __init__(self, row: ModalityRow, readers: Readers) -> None:
         super().__init__(row)
         assert row.storage_uri is not None
-        self.reader, key = readers.locate(row.storage_uri)
-        size, etag = self.reader.head(key)
+        self._demand, key = readers.locate(row.storage_uri)
+        size, etag = self._demand.head(key)
         self._file_args = (key, size, etag)
         index_uri = row.storage_uri + ".lance"
         dataset = open_lance(readers.profile, index_uri, f"{self.label}: the frame index")
         self.index = FrameIndex(dataset.to_table(), self.label)
 
     def _open_file(self) -> RangeFile:
-        assert self.reader is not None
-        return RangeFile(self.reader, *self._file_args)
+        return RangeFile(self._demand, *self._file_args)
 
     def bounds(self) -> tuple[float, float] | None:
         return (float(self.index.time_s[0]), self.index.end_s) if len(self.index) else None
