@@ -152,10 +152,11 @@ def test_closing_a_stream_stops_its_requests(
 ) -> None:
     data = DataInterface(profile_for(faulty.endpoint))
     target = data.query(recording_hash=rec.recording_hash, modality="eeg")
-    # One request at a time, each chunk (2 s of EEG) sent slowly, forty windows ahead:
+    # One request at a time, each chunk (2 s of EEG, 16 kB) sent in 0.6 s, forty windows
+    # (ten chunks) ahead:
     # without cancellation the engine would go on fetching long after close().
     stream = data.stream(target, window=0.5, prefetch=40, max_concurrency=1, retry=FAST)
-    faulty.add(Rule("slow", method="GET", key=r"/data/c/", chunk=4_000, delay_s=0.05))
+    faulty.add(Rule("slow", method="GET", key=r"/data/c/", chunk=4_000, delay_s=0.15))
     it = iter(stream)
     first = next(it)
     assert first["eeg"].sizes["time"] == 125
@@ -166,7 +167,7 @@ def test_closing_a_stream_stops_its_requests(
     count = len(chunk_gets(faulty))
     time.sleep(1.0)
     assert len(chunk_gets(faulty)) == count  # nothing new started after close()
-    assert count < 5  # far fewer than the ten chunks the prefetch asked for
+    assert count <= 3  # far fewer than the ten chunks the prefetch asked for
     assert list(it) == []
 
 

@@ -8,6 +8,8 @@ what was held."""
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +24,7 @@ from ursa.delivery.video import FrameIndex, VideoClip
 from ursa.profiles import Profile
 from ursa.ranges import ByteRange, RangeReader
 from ursa.retry import RetryPolicy
-from ursa.stores import locate
+from ursa.stores import StoreSpec, locate
 
 FORMATS = ("zarr", "lance", "mp4", "parquet")
 
@@ -36,7 +38,13 @@ class Readers:
     """Engine readers per store, shared by every asset on it: one for the batches planned
     ahead (``batch=True``), one for reads on demand (metadata, a decoder's misses, video).
     Two, because a demand read made while decoding must never queue for byte budget
-    behind batches that wait for that very decode to take them."""
+    behind batches that wait for that very decode to take them.
+
+    Building a reader costs tens of milliseconds (its HTTP client), so readers are kept
+    for the process and reused by later calls with the same store and options
+    (``share_batch``: also the batch reader, for calls that take every batch before they
+    return, as ``materialize`` does; a ``stream`` keeps its own, since its prefetched
+    batches hold budget until its consumer takes them). Counts are this call's own."""
 
     def __init__(
         self,
@@ -44,30 +52,58 @@ class Readers:
         max_concurrency: int | None,
         retry: RetryPolicy | None,
         max_inflight_bytes: int,
+        *,
+        share_batch: bool,
     ) -> None:
         self.profile = profile
         self._args = (max_concurrency, retry, max_inflight_bytes)
-        self._readers: dict[tuple[object, ...], RangeReader] = {}
+        self._share_batch = share_batch
+        self._readers: dict[tuple[object, ...], tuple[RangeReader, int, int]] = {}
 
     def locate(self, uri: str, *, batch: bool = False) -> tuple[RangeReader, str]:
         loc = locate(self.profile, uri)
         slot = (*loc.store_id, batch)
-        reader = self._readers.get(slot)
-        if reader is None:
-            concurrency, retry, budget = self._args
-            reader = RangeReader(
-                loc.spec, max_concurrency=concurrency, retry=retry, max_inflight_bytes=budget
-            )
-            self._readers[slot] = reader
-        return reader, loc.key
+        held = self._readers.get(slot)
+        if held is None:
+            if batch and not self._share_batch:
+                reader = _new_reader(loc.spec, self._args)
+            else:
+                reader = _shared_reader(loc.spec, batch, self._args)
+            held = (reader, reader.bytes_fetched, reader.retries)
+            self._readers[slot] = held
+        return held[0], loc.key
 
     @property
     def bytes_fetched(self) -> int:
-        return sum(r.bytes_fetched for r in self._readers.values())
+        return sum(r.bytes_fetched - base for r, base, _ in self._readers.values())
 
     @property
     def retries(self) -> int:
-        return sum(r.retries for r in self._readers.values())
+        return sum(r.retries - base for r, _, base in self._readers.values())
+
+
+ReaderArgs = tuple[int | None, RetryPolicy | None, int]
+_SHARED: OrderedDict[tuple[object, ...], RangeReader] = OrderedDict()
+_SHARED_MAX = 8
+_SHARED_LOCK = threading.Lock()
+
+
+def _new_reader(spec: StoreSpec, args: ReaderArgs) -> RangeReader:
+    concurrency, retry, budget = args
+    return RangeReader(spec, max_concurrency=concurrency, retry=retry, max_inflight_bytes=budget)
+
+
+def _shared_reader(spec: StoreSpec, batch: bool, args: ReaderArgs) -> RangeReader:
+    # The key holds the spec's credentials in memory only, like the spec itself.
+    key = (tuple(sorted((k, str(v)) for k, v in spec.items())), batch, args)
+    with _SHARED_LOCK:
+        reader = _SHARED.get(key)
+        if reader is None:
+            reader = _SHARED[key] = _new_reader(spec, args)
+            while len(_SHARED) > _SHARED_MAX:
+                _SHARED.popitem(last=False)
+        _SHARED.move_to_end(key)
+        return reader
 
 
 class Asset:

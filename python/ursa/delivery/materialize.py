@@ -46,7 +46,7 @@ def materialize(
     emitter = Emitter(progress)
     scope = _scope(rows)
     emitter.emit("start", bytes_done=0, retries=0, **scope)
-    readers = Readers(profile, max_concurrency, retry, _INFLIGHT_BYTES)
+    readers = Readers(profile, max_concurrency, retry, _INFLIGHT_BYTES, share_batch=True)
     assets = [open_asset(row, readers) for row in rows]
     plans = [a.plan(spans[a.row]) for a in assets]
     planned = sum(a.plan_bytes(spans[a.row]) for a in assets)

@@ -84,7 +84,9 @@ class WindowStream:
         groups = by_recording(rows)
         spans = {h: resolve(start, stop, g[0].started_at) for h, g in groups.items()}
         self.prefetch = prefetch
-        self._readers = Readers(profile, max_concurrency, retry, max_inflight_bytes)
+        self._readers = Readers(
+            profile, max_concurrency, retry, max_inflight_bytes, share_batch=False
+        )
         self._recordings: list[tuple[str, list[Asset]]] = []
         self._windows: list[_Planned] = []
         for rhash, group in groups.items():
