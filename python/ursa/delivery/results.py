@@ -41,9 +41,11 @@ class RecordingData(_Entries):
 
 
 class Window(_Entries):
-    """Window ``index`` of a stream: ``[start, stop)`` of one recording. ``is_pad`` maps
-    each key to a boolean array over that entry's samples, rows or frames (True where a
-    last, partial window was padded; all False in a full window)."""
+    """Window ``index`` (counted per recording) of a stream: ``[start, stop)`` of one
+    recording. ``is_pad`` maps each key to a boolean array over that entry's samples, rows
+    or frames: True where a signal was padded (zeros) past its end to keep
+    ``round(window * fs)`` samples; tables and video are never padded, so theirs are all
+    False, as is every array of a full window."""
 
     def __init__(
         self,
