@@ -51,6 +51,7 @@ def start_download(
     part_size: int,
     overwrite: bool,
     retry: tuple[int, float, float, float],
+    verify: str = "auto",
 ) -> DownloadHandle: ...
 
 @final

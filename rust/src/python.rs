@@ -20,6 +20,7 @@ use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
 use crate::tempname;
 use crate::transfer::{self, Download, Event, Job, Options};
+use crate::verify::Verify;
 
 pyo3::create_exception!(
     _core,
@@ -105,11 +106,17 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
     }
 }
 
+/// The process's stores for these specs. Making one (its HTTP client, TLS roots) takes
+/// milliseconds: the GIL is released meanwhile, so an asyncio loop is never held up.
 fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
-    specs
-        .iter()
-        .map(|s| Store::shared(&store_config(s)?).map_err(to_py))
-        .collect()
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    let configs = specs.iter().map(store_config).collect::<PyResult<Vec<_>>>()?;
+    let shared = first
+        .py()
+        .detach(|| configs.iter().map(Store::shared).collect::<Result<Vec<_>, _>>());
+    shared.map_err(to_py)
 }
 
 /// One listed object: (key, key relative to the request, size, etag).
@@ -251,7 +258,7 @@ fn retry_policy((max_attempts, base, max, idle): RetryTuple) -> PyResult<RetryPo
 type JobTuple = (usize, String, u64, Option<String>, PathBuf, Option<usize>);
 
 #[pyfunction]
-#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry))]
+#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto"))]
 #[allow(clippy::too_many_arguments)]
 fn start_download(
     specs: Vec<Bound<'_, PyDict>>,
@@ -261,6 +268,7 @@ fn start_download(
     part_size: u64,
     overwrite: bool,
     retry: RetryTuple,
+    verify: &str,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&specs)?;
     let options = Options {
@@ -268,6 +276,11 @@ fn start_download(
         part_size,
         overwrite,
         retry: retry_policy(retry)?,
+        verify: match verify {
+            "auto" => Verify::Auto,
+            "size" => Verify::Size,
+            other => return Err(PyValueError::new_err(format!("unknown verify mode {other:?}"))),
+        },
     };
     let jobs = jobs
         .into_iter()
