@@ -33,7 +33,7 @@ def test_rich_display_counts_files_and_ends_with_a_summary(
     assert summary.bytes == sum(p.stat().st_size for p in paths)
     assert [m for m, _ in summary.modalities][:2] == ["camera / left", "camera / right"]
     assert "✓ eeg / default: 10 files" in out.getvalue()
-    assert summary.line().startswith(f"Done — {len(paths)} files, {summary.bytes / 1e6:.1f} MB")
+    assert summary.line().startswith(f"Done — {len(paths)} files, {summary.bytes / 1e3:.1f} kB")
 
 
 def test_tqdm_bar_reaches_the_total(profile: Profile, recording: Recording, tmp_path: Path) -> None:

@@ -337,11 +337,20 @@ def cli_words(message: str) -> str:
     return re.sub(rf"^({names}) must", lambda m: f"--{m.group(1).replace('_', '-')} must", message)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now: the live display swaps in a proxy that
+    prints log lines above the bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _verbosity(level: int) -> None:
     if not level:
         return
     logger = logging.getLogger("ursa.download")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if level > 1 else logging.INFO)
@@ -417,7 +426,9 @@ def _dry_run(data: DataInterface, rows: QueryResult, args: argparse.Namespace) -
     if args.json:
         args.pipe.print(json.dumps(cli_output.plan_record(plan, blocked)))
     else:
-        Console().print(cli_output.plan_text(plan, blocked), markup=False, highlight=False)
+        Console().print(
+            cli_output.plan_text(plan, blocked), markup=False, highlight=False, soft_wrap=True
+        )
     return 3 if blocked else 0
 
 
@@ -474,8 +485,8 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         console.print(
             f"[bold]ursa demo[/]: building a synthetic recording in a local profile under "
-            f"{store}\n  Zarr EEG, Lance events, two MP4 cameras with frame indexes, "
-            "Parquet IMU, raw audio segments"
+            f"{store}\n  Zarr EEG, Lance events, two MP4 cameras with frame indexes,\n"
+            "  Parquet IMU, raw audio segments"
         )
         build_recording(profile, _demo_rows(DEFAULT_ROWS), seed=seed)
     rows = [data.query(status="ingested"), data.query(status="raw")]

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ursa.catalog import QueryResult
 from ursa.plan import DownloadPlan
+from ursa.progress import human_bytes
 
 SHORT_HASH = 12  # ≥ 8 hex: a prefix the CLI accepts back, unique in any real catalog
 
@@ -76,18 +77,19 @@ def plan_text(plan: DownloadPlan, blocked: bool) -> str:
     """The dry run for a reader: totals, a line per row, the paths already taken."""
     files = len(plan.files)
     lines = [
-        f"Dry run: {files:,} file{'s' * (files != 1)}, {plan.bytes_total / 1e6:,.1f} MB "
+        f"Dry run: {files:,} file{'s' * (files != 1)}, {human_bytes(plan.bytes_total)} "
         f"into {plan.dest} (nothing written)"
     ]
     for row in _rows(plan):
         where = f"{row['recording_hash'][:SHORT_HASH]} {row['modality']} / "
         where += row["worker_id"] or "default"
         n = row["files"]
-        lines.append(f"  {where}: {n:,} file{'s' * (n != 1)}, {row['bytes'] / 1e6:,.1f} MB")
+        lines.append(f"  {where}: {n:,} file{'s' * (n != 1)}, {human_bytes(row['bytes'])}")
     if plan.collisions:
         count = len(plan.collisions)
         verdict = "pass --overwrite to replace" if blocked else "--overwrite replaces"
-        lines.append(f"{count:,} path{'s' * (count != 1)} already exist ({verdict}):")
+        exist = "paths already exist" if count != 1 else "path already exists"
+        lines.append(f"{count:,} {exist} ({verdict}):")
         lines += [f"  {p}" for p in plan.collisions[:10]]
         if count > 10:
             lines.append(f"  … and {count - 10:,} more")

@@ -50,9 +50,19 @@ class Summary:
     def line(self) -> str:
         rate = self.bytes / self.elapsed_s / 1e6 if self.elapsed_s > 0 else 0.0
         return (
-            f"Done — {_count(self.files, 'file')}, {self.bytes / 1e6:,.1f} MB in "
+            f"Done — {_count(self.files, 'file')}, {human_bytes(self.bytes)} in "
             f"{self.elapsed_s:.1f}s ({rate:,.1f} MB/s), {_count(self.retries, 'retry')}"
         )
+
+
+def human_bytes(n: int) -> str:
+    """``512 bytes``, ``1.5 kB``, ``145.0 MB``, ``2.1 GB`` (decimal units, as rich's bar)."""
+    if n < 1000:
+        return f"{n} byte{'s' * (n != 1)}"
+    for unit, scale in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if n < scale * 1000 or unit == "GB":
+            return f"{n / scale:,.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def _count(n: int, noun: str) -> str:
