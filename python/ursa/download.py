@@ -277,6 +277,10 @@ async def _drive_async(steps: _Sequence, cancel: CancelToken | None) -> list[Pat
             if isinstance(step, _Call):
                 _raise_if_cancelled(cancel)
                 value = await asyncio.to_thread(step.fn, *step.args)
+                # What follows a call (callbacks, starting the engine) runs on the loop:
+                # let due timers and other tasks go first (a 0 s sleep would not: the
+                # ready queue runs before timers that fell due meanwhile).
+                await asyncio.sleep(_ASYNC_MIN_S)
             elif step.draining:
                 value = await _drain_poll(step.handle)
             else:
