@@ -283,3 +283,22 @@ def test_demo_without_the_testing_extra_says_so_in_one_line(tmp_path: Path) -> N
     assert result.returncode == 4
     line = one_error_line(result)
     assert "testing extra" in line and "pip install 'ursa[testing]'" in line and "zarr" in line
+
+
+def test_library_messages_are_reworded_for_the_cli(
+    env: dict[str, str], recording: Recording, tmp_path: Path
+) -> None:
+    h = recording.recording_hash
+    result = ursa(env, "download", h, "--dest", str(tmp_path / "d"), "--profile", "r2-test",
+                  "--max-concurrency", "0")  # fmt: skip
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        "ursa: error: --max-concurrency must be a positive integer, got 0"
+    )
+    assert cli.cli_words(
+        "profile 'local' has no assets store: use profile='r2', or source='raw' for the raw "
+        "segments; pass overwrite=True to replace it"
+    ) == (
+        "profile 'local' has no assets store: use --profile r2, or --source raw for the raw "
+        "segments; pass --overwrite to replace it"
+    )
