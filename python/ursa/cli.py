@@ -215,9 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="build a local demo recording and download it",
-        description="Build a synthetic recording (Zarr, Lance, MP4, Parquet, raw segments) "
-        "in a throwaway local profile and download it with the live display. Needs the "
-        "testing extra (pip install 'ursa[testing]'); no server, no credentials.",
+        description="Build a synthetic recording (Zarr, Lance, MP4, Parquet, raw segments)\n"
+        "in a throwaway local profile and download it with the live display.\n"
+        "Needs the testing extra (pip install 'ursa[testing]'); no server, no credentials.",
         epilog="examples:\n  ursa demo\n  ursa demo --dir ./ursa-demo   # re-runnable: "
         "reuses the recording, replaces the download\n\n" + _EPILOG_CODES,
         formatter_class=fmt,
