@@ -238,6 +238,32 @@ def test_an_md5_etag_alone_catches_a_flipped_byte(
     assert hashlib.sha256(got.read_bytes()).hexdigest() == store_bytes(boto, key)
 
 
+def test_verify_size_checks_the_size_only(
+    data: DataInterface,
+    rec_md5: Recording,
+    faulty: FaultProxy,
+    tmp_path: Path,
+    boto: Any,
+    profile: Profile,
+) -> None:
+    """verify="size" is what s5cmd and obstore do: a flipped byte of the right length goes
+    through, with no retry and no HEAD; a short body is still refused."""
+    key = mp4_object(profile, rec_md5)
+    faulty.add(Rule("flip_byte", method="GET", key=mp4_key(rec_md5), after_bytes=99, times=1))
+    finish = download(data, rec_md5, tmp_path / "a", part_size=1 * MiB, verify="size")
+    got = (tmp_path / "a" / rec_md5.recording_hash / "camera" / "camera.mp4").read_bytes()
+    assert finish.retries == 0 and hashlib.sha256(got).hexdigest() != store_bytes(boto, key)
+    heads = [r for r in faulty.records() if r.method == "HEAD"]
+    assert len(heads) == 1, "asked the store for a checksum (the planning HEAD is the one)"
+    faulty.add(Rule("truncate", method="GET", key=mp4_key(rec_md5), after_bytes=99, times=1))
+    finish = download(data, rec_md5, tmp_path / "b", verify="size")
+    got = (tmp_path / "b" / rec_md5.recording_hash / "camera" / "camera.mp4").read_bytes()
+    assert finish.retries == 1 and hashlib.sha256(got).hexdigest() == store_bytes(boto, key)
+    with pytest.raises(ValueError, match="verify must be one of"):
+        download(data, rec_md5, tmp_path / "c", verify="md5")
+    assert not (tmp_path / "c").exists()
+
+
 def _full_object_checksum(algorithm: str, body: bytes) -> str:
     from awscrt import checksums
 

@@ -2,6 +2,7 @@
 fast and safely, with live progress."""
 
 from ursa.catalog import ModalityRow, QueryResult, StatusFilter
+from ursa.download import Verify
 from ursa.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -42,5 +43,6 @@ __all__ = [
     "Source",
     "StatusFilter",
     "UrsaError",
+    "Verify",
 ]
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ from rich.console import Console
 import ursa
 from ursa import cli_output
 from ursa.catalog import STATUSES, QueryResult
+from ursa.download import VERIFY_MODES
 from ursa.errors import ConfigurationError, DownloadCancelled, ObjectStoreError
 from ursa.events import DownloadProgress
 from ursa.interface import DataInterface
@@ -166,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
         help="print the plan (files, bytes, existing paths) and write nothing",
     )
     # --resume (SPEC §5.1) goes here, passed through in _download_options().
+    dl.add_argument(
+        "--verify",
+        choices=VERIFY_MODES,
+        default="auto",
+        help="auto: the size and the store's checksum (CRC, else an MD5 ETag); "
+        "size: the size only (default: auto)",
+    )
     dl.add_argument(
         "--max-concurrency",
         type=int,
@@ -320,7 +328,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_FLAG_NAMES = ("overwrite", "source", "layout", "status", "max_concurrency", "profile")
+_FLAG_NAMES = ("overwrite", "source", "layout", "status", "max_concurrency", "profile", "verify")
 
 
 def cli_words(message: str) -> str:
@@ -416,6 +424,7 @@ def _download_options(args: argparse.Namespace) -> dict[str, Any]:
         "layout": getattr(args, "layout", "by_recording"),
         "overwrite": getattr(args, "overwrite", False),
         "max_concurrency": getattr(args, "max_concurrency", None),
+        "verify": getattr(args, "verify", "auto"),
     }
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ursa import _core
 from ursa.catalog import ModalityRow, QueryResult
@@ -53,12 +54,17 @@ class CancelToken(Protocol):
     def is_set(self) -> bool: ...
 
 
+Verify = Literal["auto", "size"]
+VERIFY_MODES: tuple[Verify, ...] = ("auto", "size")
+
+
 @dataclass(frozen=True)
 class Tuning:
     max_concurrency: int
     part_size: int
     retry: RetryPolicy
     progress_interval: float | None
+    verify: Verify = "auto"
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ def request(
     max_concurrency: int | None,
     part_size: int | None,
     retry: RetryPolicy | None,
+    verify: str = "auto",
 ) -> Request:
     """Every argument checked, before any event or byte: a ValueError or TypeError."""
     if progress is not None and not callable(progress):
@@ -104,7 +111,7 @@ def request(
         check_source(source),
         check_layout(layout),
         bool(overwrite),
-        _tuning(max_concurrency, part_size, retry, progress_interval),
+        _tuning(max_concurrency, part_size, retry, progress_interval, verify),
         progress,
     )
 
@@ -197,6 +204,7 @@ def _transfer(
         part_size=tuning.part_size,
         overwrite=overwrite,
         retry=tuning.retry.as_tuple(),
+        verify=tuning.verify,
     )
 
     def counters() -> tuple[int, int]:
@@ -355,6 +363,7 @@ def _tuning(
     part_size: int | None,
     retry: RetryPolicy | None,
     progress_interval: float | None,
+    verify: str = "auto",
 ) -> Tuning:
     concurrency = _core.DEFAULT_MAX_CONCURRENCY if max_concurrency is None else max_concurrency
     part = _core.DEFAULT_PART_SIZE if part_size is None else part_size
@@ -362,9 +371,13 @@ def _tuning(
         raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
     if not isinstance(part, int) or part < 1:
         raise ValueError(f"part_size must be a positive number of bytes, got {part_size!r}")
-    if progress_interval is not None and not progress_interval > 0:
-        raise ValueError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
-    return Tuning(concurrency, part, retry or RetryPolicy(), progress_interval)
+    if progress_interval is not None and not 0 < progress_interval < math.inf:
+        raise ValueError(
+            f"progress_interval must be a finite number of seconds > 0, got {progress_interval!r}"
+        )
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    return Tuning(concurrency, part, retry or RetryPolicy(), progress_interval, verify)
 
 
 # --- events -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from ursa import download as _download
 from ursa.catalog import QueryResult, StatusFilter, build_filter, query_dataset
-from ursa.download import CancelToken, Target, check_dest
+from ursa.download import CancelToken, Target, Verify, check_dest
 from ursa.events import ProgressCallback
 from ursa.layouts import Layout, check_layout
 from ursa.live_catalog import LiveCatalog
@@ -102,6 +102,7 @@ class DataInterface:
         part_size: int | None = None,
         retry: RetryPolicy | None = None,
         cancel: CancelToken | None = None,
+        verify: Verify = "auto",
     ) -> list[Path]:
         """Copy the target rows' bytes verbatim under ``dest``; returns every file written,
         in stream order (rows in target order; within a row the asset first, then its
@@ -133,11 +134,14 @@ class DataInterface:
                 ``RetryPolicy()``).
             cancel: anything with ``is_set()``, e.g. a ``threading.Event`` set from another
                 thread (default None).
+            verify: ``"auto"`` (default: the size and the strongest check the store gives —
+                its full-object CRC32, CRC32C or CRC64NVME, else a single-part upload's MD5
+                ETag) or ``"size"`` (the size only, as s5cmd and obstore check).
 
         Raises:
             ValueError: an unknown source or layout, a row the source cannot deliver
                 (``ingesting``/``failed`` rows; a raw row under ``"processed"``), a hostile
-                key, two files on one path, a bad tuning value.
+                key, two files on one path, a bad tuning or ``verify`` value.
             TypeError: a target that is not QueryResults, a non-callable ``progress``, a
                 ``cancel`` without ``is_set()``.
             NotADirectoryError: ``dest`` exists and is not a directory.
@@ -158,6 +162,7 @@ class DataInterface:
             max_concurrency=max_concurrency,
             part_size=part_size,
             retry=retry,
+            verify=verify,
         )
         return _download.download(req, cancel)
 
@@ -175,6 +180,7 @@ class DataInterface:
         part_size: int | None = None,
         retry: RetryPolicy | None = None,
         cancel: CancelToken | None = None,
+        verify: Verify = "auto",
     ) -> list[Path]:
         """``download()`` for asyncio code: the same parameters, result, events and errors,
         without blocking the event loop. Waiting on the engine holds no thread (it is
@@ -194,5 +200,6 @@ class DataInterface:
             max_concurrency=max_concurrency,
             part_size=part_size,
             retry=retry,
+            verify=verify,
         )
         return await _download.download_async(req, cancel)

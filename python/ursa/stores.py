@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ursa.profiles import Credentials, Profile, resolve_credentials
+from ursa.credentials import Credentials, resolve_credentials
+from ursa.profiles import Profile
 
 StoreSpec = dict[str, object]
 
