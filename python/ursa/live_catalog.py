@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ursa.catalog import lance_reason
 from ursa.errors import ConfigurationError
 from ursa.profiles import Profile
 from ursa.stores import lance_options
@@ -28,10 +29,9 @@ class LiveCatalog:
                 if latest != self._dataset.version:
                     self._dataset = self._dataset.checkout_version(latest)
         except (ValueError, OSError) as exc:
-            reason = str(exc).split(",")[0]
             raise ConfigurationError(
                 f"profile {self.profile.name!r}: cannot open the catalog at "
-                f"{self.profile.catalog}: {reason}"
+                f"{self.profile.catalog}: {lance_reason(exc)}"
             ) from None
         return self._dataset
 
