@@ -56,7 +56,7 @@ fn bench_write_path(label: &str, files: usize, size: usize) {
         std::fs::write(src.path().join(format!("{i:06}")), &body).unwrap();
     }
     let store = Arc::new(Store::new(&StoreConfig::Local).unwrap());
-    let rt = runtime();
+    let rt = runtime().expect("runtime");
     let runs = time(5, || {
         let dest = tempfile::tempdir().unwrap();
         let jobs = (0..files)

@@ -92,6 +92,7 @@ class RequestRecord:
     if_match: str | None
     fault: str | None
     status: int | None  # forwarded or made up; None if the client got no response head
+    target: str = ""  # the request line's target as sent (path and query string)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class _Record:  # filled in while the exchange runs; records() hands out frozen 
     if_match: str | None
     fault: str | None = None
     status: int | None = None
+    target: str = ""
 
 
 @dataclass
@@ -503,6 +505,7 @@ class FaultProxy:
             urllib.parse.unquote(urllib.parse.urlsplit(target).path),
             req.headers.get("range"),
             req.headers.get("if-match"),
+            target=target,
         )
         rule = self._match(record)
         fault = rule.fault if rule else None

@@ -14,10 +14,12 @@ import zarr
 
 from conftest import SECRET_KEY
 from ursa import (
+    AccessDeniedError,
     ConfigurationError,
     DataInterface,
     DownloadProgress,
     ModalityRow,
+    ObjectNotFoundError,
     ObjectStoreError,
     Profile,
     QueryResult,
@@ -219,6 +221,16 @@ def test_unknown_source_or_layout(
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("interval", [float("inf"), float("nan"), 0.0, -1.0])
+def test_a_progress_interval_that_is_not_a_finite_positive_number(
+    data: DataInterface, recording: Recording, tmp_path: Path, interval: float
+) -> None:
+    rows = _rows(data, recording, "raw")
+    with pytest.raises(ValueError, match="progress_interval must be a finite number"):
+        data.download(rows, dest=tmp_path / "a", progress_interval=interval)
+    assert not (tmp_path / "a").exists()
+
+
 # --- Layouts and return order ---------------------------------------------------------
 
 
@@ -377,10 +389,11 @@ def test_missing_object_is_object_store_error_naming_the_key(
     boto.delete_object(Bucket="ursa-assets", Key=key)
     data = DataInterface(profile)
     events: list[DownloadProgress] = []
-    with pytest.raises(ObjectStoreError) as info:
+    with pytest.raises(ObjectNotFoundError) as info:
         data.download(
             data.query(recording_hash=rec.recording_hash), dest=tmp_path, progress=events.append
         )
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ObjectStoreError)
     assert info.value.key == key and key in str(info.value)
     assert "finish" not in [e.phase for e in events], "errors do not route through the callback"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "nor the logger"
@@ -418,8 +431,12 @@ def test_wrong_credentials_say_so_and_never_leak(
     good = DataInterface(profile_for(s3.endpoint))
     rows = good.query(recording_hash=recording.recording_hash, modality="imu")
     bad = DataInterface(profile_for(s3.endpoint, secret_access_key="wrong-" + SECRET_KEY))
-    with pytest.raises(ObjectStoreError, match="credentials") as info:
+    with pytest.raises(AccessDeniedError, match="credentials") as info:
         bad.download(rows, dest=tmp_path)
+    message = str(info.value)
+    assert isinstance(info.value, PermissionError) and isinstance(info.value, ObjectStoreError)
+    assert "profile 'r2-test' (role 'assets'" in message, message
+    assert "\n" not in message and "<" not in message, "one line, no raw XML"
     assert SECRET_KEY not in str(info.value) and SECRET_KEY not in repr(info.value)
     assert info.value.attempts == 1
     assert not tree(tmp_path)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ACCESS_KEY, SECRET_KEY, profile_for
 from faultproxy import FaultProxy, Rule
-from ursa import ObjectStoreError, RetryPolicy
+from ursa import IntegrityError, ObjectChangedError, RetryPolicy
 from ursa.ranges import ByteRange, RangeReader
 from ursa.stores import locate
 from ursa.testing.seaweed import SeaweedServer
@@ -108,7 +108,7 @@ def test_an_object_replaced_after_listing_is_refused(faulty: FaultProxy, boto: A
     data, etag = put(boto, key, 100 * KiB, seed=3)
     boto.put_object(Bucket=BUCKET, Key=key, Body=b"x" * len(data))
     reader = reader_for(faulty)
-    with pytest.raises(ObjectStoreError, match="changed") as info:
+    with pytest.raises(ObjectChangedError, match="changed") as info:
         reader.read([ByteRange(key, len(data), etag, 10, 20)])
     assert info.value.key == key
 
@@ -134,7 +134,7 @@ def test_a_whole_object_read_is_checked_against_its_md5_etag(faulty: FaultProxy,
     assert reader.read([ByteRange.whole(key, len(data), etag)]) == [data]
     assert reader.retries == 1, "the flipped byte went through unnoticed"
     faulty.add(Rule("flip_byte", method="GET", key=key, after_bytes=99))
-    with pytest.raises(ObjectStoreError, match="checksum") as info:
+    with pytest.raises(IntegrityError, match="checksum") as info:
         reader.read([ByteRange.whole(key, len(data), etag)])
     assert info.value.key == key and info.value.attempts == FAST.max_attempts
 

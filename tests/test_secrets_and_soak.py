@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET_KEY, profile_for
+from conftest import ACCESS_KEY, SECRET_KEY, profile_for
 from faultproxy import FaultProxy, Rule
 from ursa import DataInterface, DownloadProgress, ObjectStoreError, Profile, RetryPolicy
+from ursa.ranges import ByteRange, RangeReader
+from ursa.stores import locate
 from ursa.testing import Recording, RowSpec, build_recording
 from ursa.testing.seaweed import SeaweedServer
 
@@ -76,6 +78,30 @@ def test_secrets_never_appear(
     assert len(caplog.records) > 20
     leaks = [s for s in seen if SECRET_KEY in s]
     assert not leaks, leaks[0][:300]
+
+
+def test_no_credentials_in_any_request_line(proxy: FaultProxy, tmp_path: Path) -> None:
+    """Uploads, listings, HEADs, whole and ranged GETs all go signed in headers: no
+    request line a proxy or an access log records holds a signature or the key id."""
+    proxy.clear()
+    profile = profile_for(proxy.endpoint)
+    rows = [RowSpec("camera", asset_format="mp4", segments=2, mp4_size=3 * MiB)]
+    rec = build_recording(profile, rows, seed=62)  # PUTs through the proxy
+    data = DataInterface(profile)
+    paths = data.download(data.query(recording_hash=rec.recording_hash), tmp_path, part_size=MiB)
+    mp4 = next(p for p in paths if p.name == "camera.mp4")
+    loc = locate(profile, rec.rows[0].storage_uri or "")
+    size, etag = RangeReader(loc.spec).head(loc.key)
+    assert RangeReader(loc.spec).read([ByteRange(loc.key, size, etag, 5, 500)]) == [
+        mp4.read_bytes()[5:500]
+    ]
+    records = proxy.records()
+    proxy.clear()
+    assert {"PUT", "GET", "HEAD"} <= {r.method for r in records}
+    assert any(r.range for r in records), "no ranged GET was seen"
+    for needle in ("X-Amz-Signature", "X-Amz-Credential", ACCESS_KEY):
+        leaks = [f"{r.method} {r.target}" for r in records if needle.lower() in r.target.lower()]
+        assert not leaks, leaks[0]
 
 
 def rss_kib() -> int:

@@ -9,6 +9,7 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PART_SIZE",
     "DEFAULT_READ_PART_SIZE",
+    "DEFAULT_RETRY",
     "CoreError",
     "DownloadHandle",
     "RangeReader",
@@ -25,6 +26,7 @@ _Listed = tuple[str, str, int, str | None]
 DEFAULT_MAX_CONCURRENCY: int
 DEFAULT_PART_SIZE: int
 DEFAULT_READ_PART_SIZE: int
+DEFAULT_RETRY: tuple[int, float, float, float]
 DEFAULT_COALESCE_GAP: int
 
 class CoreError(Exception):
@@ -49,6 +51,7 @@ def start_download(
     part_size: int,
     overwrite: bool,
     retry: tuple[int, float, float, float],
+    verify: str = "auto",
 ) -> DownloadHandle: ...
 
 @final

@@ -15,6 +15,14 @@ class ConfigurationError(UrsaError):
     missing credentials)."""
 
 
+class DownloadCancelled(UrsaError):
+    """A download stopped because its ``cancel=`` token was set (e.g. a
+    ``threading.Event`` set from another thread). Raised only after the engine has stopped
+    and removed its temporaries: no partial file is left under a final name. Files that
+    were already complete stay in place. (Cancelling a ``download_async()`` task raises
+    ``asyncio.CancelledError`` instead, as asyncio code expects.)"""
+
+
 class ObjectStoreError(UrsaError):
     """A non-transient object-store failure. ``key`` names the object (or prefix) that
     failed; ``attempts`` counts the requests made for it."""
@@ -23,6 +31,24 @@ class ObjectStoreError(UrsaError):
         super().__init__(message)
         self.key = key
         self.attempts = attempts
+
+
+class ObjectNotFoundError(ObjectStoreError, FileNotFoundError):
+    """The object (or an asset's prefix) is not in the store."""
+
+
+class AccessDeniedError(ObjectStoreError, PermissionError):
+    """The store refused the credentials (wrong, expired, or without permission); the
+    message names the profile and role whose credentials to fix."""
+
+
+class ObjectChangedError(ObjectStoreError):
+    """The object changed on the store after it was planned (its ETag moved): nothing of
+    it was kept, so no file mixes two versions. Re-run to get the new version."""
+
+
+class IntegrityError(ObjectStoreError):
+    """The bytes never matched the store's checksum within the retry budget."""
 
 
 class ObjectStoreTransientError(ObjectStoreError):
@@ -60,6 +86,13 @@ def _from_fault(kind: str, message: str, key: str | None, attempts: int) -> Base
         return FileExistsError(text)
     if kind == "io":
         return OSError(text)
-    if kind == "transient":
-        return ObjectStoreTransientError(text, key=key, attempts=attempts)
-    return ObjectStoreError(text, key=key, attempts=attempts)
+    return _STORE_ERRORS.get(kind, ObjectStoreError)(text, key=key, attempts=attempts)
+
+
+_STORE_ERRORS: dict[str, type[ObjectStoreError]] = {
+    "not_found": ObjectNotFoundError,
+    "permission_denied": AccessDeniedError,
+    "changed": ObjectChangedError,
+    "integrity": IntegrityError,
+    "transient": ObjectStoreTransientError,
+}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ursa import _core
 from ursa.catalog import ModalityRow, QueryResult
-from ursa.errors import ObjectStoreError, raise_from_core
+from ursa.errors import ObjectNotFoundError, raise_from_core
 from ursa.layouts import Layout, row_dir
 from ursa.profiles import Profile
 from ursa.sources import Part, Source, parts_for
@@ -97,7 +97,7 @@ def make_plan(
             objects = next(listing)
             store_index = next(request)[0]
             if part.processed and not objects:
-                raise ObjectStoreError(f"the asset {part.uri} has no objects", key=part.uri)
+                raise ObjectNotFoundError(f"the asset {part.uri} has no objects", key=part.uri)
             directory = None
             parent = base
             if part.name is not None:

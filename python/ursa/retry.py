@@ -1,8 +1,13 @@
-"""The retry budget and stall timeout for downloads."""
+"""The retry budget and stall timeout for downloads and reads. The defaults are the
+engine's own (``retry.rs``), defined there once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ursa import _core
+
+_ATTEMPTS, _BASE_S, _MAX_S, _IDLE_S = _core.DEFAULT_RETRY
 
 
 @dataclass(frozen=True)
@@ -12,10 +17,10 @@ class RetryPolicy:
     server's Retry-After is honoured), and a body that sends nothing for
     ``idle_timeout_s`` counts as stalled. A slow but steady transfer never times out."""
 
-    max_attempts: int = 6
-    base_delay_s: float = 0.2
-    max_delay_s: float = 10.0
-    idle_timeout_s: float = 30.0
+    max_attempts: int = _ATTEMPTS
+    base_delay_s: float = _BASE_S
+    max_delay_s: float = _MAX_S
+    idle_timeout_s: float = _IDLE_S
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

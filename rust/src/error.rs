@@ -89,11 +89,39 @@ impl Error {
         self.kind == ErrorKind::Transient
     }
 
-    /// Retries ran out: a non-transient error that keeps the last fault as its cause.
+    /// A bug: a task panicked while working on `key`. Reported like any failure (the
+    /// download stops and cleans up), never as a panic across to the caller.
+    pub fn panicked(payload: &(dyn std::any::Any + Send), key: &str) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::new(
+            ErrorKind::Store,
+            format!("internal error in ursa's engine: {what}"),
+        )
+        .with_key(key)
+    }
+
+    /// 401/403 from `store` (a label that names the profile and role when it has them),
+    /// with `detail` the status and the store's error code, never its raw answer.
+    pub fn access_denied(store: &str, detail: &str) -> Self {
+        let message = format!(
+            "access denied to {store}: the credentials are wrong or expired, or lack permission ({detail})"
+        );
+        Error::new(ErrorKind::PermissionDenied, message)
+    }
+
+    /// Retries ran out: a non-transient error that keeps the last fault as its cause (an
+    /// integrity failure stays one: the bytes never matched).
     pub fn exhausted(last: Error, attempts: u32) -> Self {
         let key = last.key.clone();
         Error {
-            kind: ErrorKind::Store,
+            kind: match last.kind {
+                ErrorKind::Integrity => ErrorKind::Integrity,
+                _ => ErrorKind::Store,
+            },
             message: format!("gave up after {attempts} attempts: {}", last.message),
             key,
             attempts,
@@ -114,10 +142,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Classify an `object_store` error (listing, HEAD, local reads). `object_store` owns the
-/// retries of those calls, so what reaches us here is final. Its messages may name the
-/// endpoint but never credentials; we keep the first line, which names the fault.
-pub fn from_object_store(err: object_store::Error, key: &str) -> Error {
+/// Classify an `object_store` error (listing, HEAD, local reads) of `store`. `object_store`
+/// owns the retries of those calls, so what reaches us here is final. Its messages may
+/// name the endpoint but never credentials; we keep the first line, which names the fault.
+pub fn from_object_store(err: object_store::Error, key: &str, store: &str) -> Error {
     use object_store::Error as E;
     let kind = match &err {
         E::NotFound { .. } => ErrorKind::NotFound,
@@ -126,15 +154,63 @@ pub fn from_object_store(err: object_store::Error, key: &str) -> Error {
         E::InvalidPath { .. } => ErrorKind::InvalidInput,
         _ => ErrorKind::Store,
     };
+    let text = err.to_string();
     let message = match kind {
-        ErrorKind::InvalidInput => format!("unsafe object key: {}", first_line(&err.to_string())),
-        ErrorKind::PermissionDenied => format!(
-            "access denied for {key:?}: the credentials are wrong, expired or lack permission ({})",
-            first_line(&err.to_string())
-        ),
-        _ => first_line(&err.to_string()),
+        ErrorKind::InvalidInput => format!("unsafe object key: {}", first_line(&text)),
+        ErrorKind::PermissionDenied => {
+            let status = if matches!(err, E::Unauthenticated { .. }) {
+                401
+            } else {
+                403
+            };
+            let code = s3_error_code(&text).map(|c| format!(" {c}")).unwrap_or_default();
+            return Error::access_denied(store, &format!("HTTP {status}{code}")).with_key(key);
+        }
+        _ => match cause(&err) {
+            Cause::Unreachable(why) => {
+                format!("cannot reach {store} (check its endpoint and the network): {why}")
+            }
+            Cause::Other(why) if !text.contains(&why) => format!("{}: {why}", first_line(&text)),
+            Cause::Other(_) | Cause::None => first_line(&text),
+        },
     };
     Error::new(kind, message).with_key(key)
+}
+
+enum Cause {
+    /// The connection itself failed (refused, no route, DNS): the deepest reason.
+    Unreachable(String),
+    Other(String),
+    None,
+}
+
+/// The deepest reason in an error's chain, and whether connecting is what failed.
+fn cause(err: &(dyn std::error::Error + 'static)) -> Cause {
+    let mut unreachable = false;
+    let mut deepest = None;
+    let mut source = err.source();
+    while let Some(inner) = source {
+        if let Some(http) = inner.downcast_ref::<object_store::client::HttpError>() {
+            unreachable |= http.kind() == object_store::client::HttpErrorKind::Connect;
+        }
+        deepest = Some(first_line(&inner.to_string()));
+        source = inner.source();
+    }
+    match deepest {
+        Some(why) if unreachable => Cause::Unreachable(why),
+        Some(why) => Cause::Other(why),
+        None => Cause::None,
+    }
+}
+
+/// The `<Code>` of an S3 error answer, if it has a plain one.
+pub(crate) fn s3_error_code(body: &str) -> Option<String> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let end = start + body[start..].find("</Code>")?;
+    let code = &body[start..end];
+    code.chars()
+        .all(|c| c.is_ascii_alphanumeric())
+        .then(|| code.to_string())
 }
 
 fn first_line(s: &str) -> String {

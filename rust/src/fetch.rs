@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{Budget, RetryPolicy};
 use crate::store::Store;
@@ -63,7 +64,6 @@ impl Sink for Buffer {
 /// One object's fetch context: where it comes from and the rules every request obeys.
 pub struct Fetch<'a> {
     pub store: &'a Store,
-    pub http: &'a reqwest::Client,
     pub key: &'a str,
     pub size: u64,
     pub etag: Option<&'a str>,
@@ -74,14 +74,14 @@ pub struct Fetch<'a> {
 
 impl Fetch<'_> {
     /// Put `range` of the object into `sink` at the same offsets and return the range's
-    /// CRC32. Transient faults are retried from the last byte put; a checksum mismatch
+    /// CRC, if the verifier computes one. Transient faults are retried from the last byte put; a checksum mismatch
     /// (whole objects: `verifier` knows what the store promised) starts the range again.
     pub async fn range_into(
         &self,
         sink: &mut impl Sink,
         range: Range<u64>,
         verifier: &mut Verifier,
-    ) -> Result<u32> {
+    ) -> Result<Option<Checksum>> {
         let mut budget = Budget::new(self.policy);
         let mut pos = range.start;
         loop {
@@ -100,11 +100,11 @@ impl Fetch<'_> {
         }
     }
 
-    /// The object's full-object CRC32 if the store keeps one (one HEAD, retried alike).
-    pub async fn stored_crc32(&self) -> Result<Option<u32>> {
+    /// The object's full-object checksum if the store keeps one (one HEAD, retried alike).
+    pub async fn stored_checksum(&self) -> Result<Option<Checksum>> {
         let mut budget = Budget::new(self.policy);
         loop {
-            let head = self.store.head_crc32(self.http, self.key, self.etag);
+            let head = self.store.head_checksum(self.key, self.etag);
             let err = match tokio::time::timeout(self.policy.idle_timeout, head).await {
                 Ok(Ok(crc)) => return Ok(crc),
                 Ok(Err(err)) => err,
@@ -130,13 +130,12 @@ impl Fetch<'_> {
         let idle = self.policy.idle_timeout;
         let body = tokio::time::timeout(
             idle,
-            self.store
-                .get(self.http, self.key, range.clone(), self.size, self.etag),
+            self.store.get(self.key, range.clone(), self.size, self.etag),
         )
         .await
         .map_err(|_| self.stalled())??;
-        if let Some(crc) = body.crc32 {
-            verifier.expect_crc32(crc);
+        if let Some(checksum) = body.checksum {
+            verifier.expect(checksum);
         }
         let mut skip = body.skip;
         let mut stream = body.stream;

@@ -2,10 +2,11 @@
 //! stores and the local filesystem to local disk. Plain Rust; the Python bindings live
 //! behind the `python` feature in `python.rs`.
 
+pub mod checksum;
 pub mod error;
 pub mod fetch;
-pub mod http;
 pub mod keypath;
+pub mod listing;
 pub mod parts;
 pub mod read;
 pub mod retry;

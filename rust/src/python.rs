@@ -12,13 +12,15 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
+use crate::listing::{self, ListRequest};
 use crate::read::{PendingRead, ReadOptions, ReadRequest, Reader};
 use crate::retry::RetryPolicy;
 use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
+use crate::tempname;
 use crate::transfer::{self, Download, Event, Job, Options};
-use crate::{keypath, tempname};
+use crate::verify::Verify;
 
 pyo3::create_exception!(
     _core,
@@ -53,7 +55,7 @@ fn error_args(err: &Error) -> (&'static str, String, Option<String>, u32, Option
 fn wait<T: Send + 'static>(py: Python<'_>, work: impl Future<Output = T> + Send + 'static) -> PyResult<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     let rx = std::sync::Mutex::new(rx); // shared with the GIL-free closure below
-    let task = runtime().spawn(async move {
+    let task = runtime().map_err(to_py)?.spawn(async move {
         let _ = tx.send(work.await);
     });
     loop {
@@ -95,24 +97,32 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
                 .unwrap_or(false),
             access_key_id: text("access_key_id")?,
             secret_access_key: text("secret_access_key")?,
+            label: match get("label")? {
+                Some(label) => label.extract()?,
+                None => format!("s3://{}", text("bucket")?),
+            },
         }),
         other => Err(PyValueError::new_err(format!("unknown store kind {other:?}"))),
     }
 }
 
+/// The process's stores for these specs. Making one (its HTTP client, TLS roots) takes
+/// milliseconds: the GIL is released meanwhile, so an asyncio loop is never held up.
 fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
-    specs
-        .iter()
-        .map(|s| Ok(Arc::new(Store::new(&store_config(s)?).map_err(to_py)?)))
-        .collect()
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    let configs = specs.iter().map(store_config).collect::<PyResult<Vec<_>>>()?;
+    let shared = first
+        .py()
+        .detach(|| configs.iter().map(Store::shared).collect::<Result<Vec<_>, _>>());
+    shared.map_err(to_py)
 }
 
 /// One listed object: (key, key relative to the request, size, etag).
 type Listed = (String, String, u64, Option<String>);
 
-/// Expand requests `(store, prefix_or_key, is_prefix)` into objects, concurrently.
-/// Prefix listings are in key byte order and every key is checked to be a safe relative
-/// path; a single object's relative key is its basename.
+/// Expand requests `(store, prefix_or_key, is_prefix)` into objects (`listing::expand_all`).
 #[pyfunction]
 fn list_objects(
     py: Python<'_>,
@@ -120,35 +130,24 @@ fn list_objects(
     requests: Vec<(usize, String, bool)>,
 ) -> PyResult<Vec<Vec<Listed>>> {
     let stores = stores(&specs)?;
-    let result = wait(py, async move {
-        stream::iter(requests)
-            .map(|(store, target, is_prefix)| {
-                let store = stores[store].clone();
-                async move { expand(&store, &target, is_prefix).await }
-            })
-            .buffered(16)
-            .try_collect::<Vec<_>>()
-            .await
-    })?;
-    result.map_err(to_py)
-}
-
-async fn expand(store: &Store, target: &str, is_prefix: bool) -> Result<Vec<Listed>, Error> {
-    if !is_prefix {
-        let info = store.head(target).await?;
-        let name = target.rsplit('/').next().unwrap_or(target).to_string();
-        keypath::check_relative(&name)
-            .map_err(|why| Error::new(ErrorKind::InvalidInput, why).with_key(target))?;
-        return Ok(vec![(info.key, name, info.size, info.etag)]);
-    }
-    let objects = store.list(target).await?;
-    objects
+    let requests = requests
         .into_iter()
-        .map(|o| {
-            let rel = keypath::relative_key(target, &o.key)?.to_string();
-            Ok((o.key, rel, o.size, o.etag))
+        .map(|(store, target, is_prefix)| ListRequest {
+            store,
+            target,
+            is_prefix,
         })
-        .collect()
+        .collect();
+    let listed = wait(py, listing::expand_all(stores, requests))?.map_err(to_py)?;
+    Ok(listed
+        .into_iter()
+        .map(|objects| {
+            objects
+                .into_iter()
+                .map(|o| (o.key, o.rel, o.size, o.etag))
+                .collect()
+        })
+        .collect())
 }
 
 /// Upload local files `(path, key)` (for fixtures and demos), `concurrency` at a time,
@@ -163,16 +162,15 @@ fn put_files(
     checksum: bool,
 ) -> PyResult<()> {
     let store = stores(&[spec])?.remove(0);
-    let http = crate::http::client(std::time::Duration::from_secs(30)).map_err(to_py)?;
     let result = wait(py, async move {
         stream::iter(items)
             .map(|(path, key)| {
-                let (store, http) = (store.clone(), http.clone());
+                let store = store.clone();
                 async move {
                     let data = tokio::fs::read(&path)
                         .await
                         .map_err(|e| Error::io(&format!("reading {}", path.display()), &e))?;
-                    store.put(&http, &key, Bytes::from(data), checksum).await
+                    store.put(&key, Bytes::from(data), checksum).await
                 }
             })
             .buffer_unordered(concurrency.max(1))
@@ -260,7 +258,7 @@ fn retry_policy((max_attempts, base, max, idle): RetryTuple) -> PyResult<RetryPo
 type JobTuple = (usize, String, u64, Option<String>, PathBuf, Option<usize>);
 
 #[pyfunction]
-#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry))]
+#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto"))]
 #[allow(clippy::too_many_arguments)]
 fn start_download(
     specs: Vec<Bound<'_, PyDict>>,
@@ -270,6 +268,7 @@ fn start_download(
     part_size: u64,
     overwrite: bool,
     retry: RetryTuple,
+    verify: &str,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&specs)?;
     let options = Options {
@@ -277,6 +276,11 @@ fn start_download(
         part_size,
         overwrite,
         retry: retry_policy(retry)?,
+        verify: match verify {
+            "auto" => Verify::Auto,
+            "size" => Verify::Size,
+            other => return Err(PyValueError::new_err(format!("unknown verify mode {other:?}"))),
+        },
     };
     let jobs = jobs
         .into_iter()
@@ -289,7 +293,7 @@ fn start_download(
             group,
         })
         .collect();
-    let inner = transfer::start(&runtime(), stores, jobs, groups, options);
+    let inner = transfer::start(&*runtime().map_err(to_py)?, stores, jobs, groups, options);
     Ok(DownloadHandle { inner })
 }
 
@@ -322,7 +326,7 @@ impl RangeReader {
             max_inflight_bytes,
             retry: retry_policy(retry)?,
         };
-        let inner = Reader::new(&runtime(), store, options).map_err(to_py)?;
+        let inner = Reader::new(&*runtime().map_err(to_py)?, store, options).map_err(to_py)?;
         Ok(RangeReader {
             inner: Arc::new(inner),
         })
@@ -338,7 +342,10 @@ impl RangeReader {
                 range: start..stop,
             })
             .collect();
-        let inner = self.inner.start(&runtime(), requests).map_err(to_py)?;
+        let inner = self
+            .inner
+            .start(&*runtime().map_err(to_py)?, requests)
+            .map_err(to_py)?;
         Ok(ReadHandle { inner })
     }
 
@@ -425,6 +432,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let defaults = Options::default();
     m.add("DEFAULT_MAX_CONCURRENCY", defaults.max_concurrency)?;
     m.add("DEFAULT_PART_SIZE", defaults.part_size)?;
+    let retry = defaults.retry;
+    let retry: RetryTuple = (
+        retry.max_attempts,
+        retry.base_delay.as_secs_f64(),
+        retry.max_delay.as_secs_f64(),
+        retry.idle_timeout.as_secs_f64(),
+    );
+    m.add("DEFAULT_RETRY", retry)?;
     let reads = ReadOptions::default();
     m.add("DEFAULT_READ_PART_SIZE", reads.part_size)?;
     m.add("DEFAULT_COALESCE_GAP", reads.coalesce_gap)?;

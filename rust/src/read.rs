@@ -9,16 +9,16 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::FutureExt;
 use tokio::sync::{mpsc as queue, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Buffer, Fetch, Progress};
-use crate::http;
 use crate::parts::split;
 use crate::retry::RetryPolicy;
 use crate::store::{ObjectInfo, Store};
-use crate::verify::Verifier;
+use crate::verify::{Verifier, Verify};
 
 /// Bytes `range` of object `key` (listed with `size` and `etag`, which pins every GET).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,6 @@ const BUDGET_UNIT: u64 = 1024;
 /// One store's ranged reads, sharing one HTTP client, one request limit and one budget.
 pub struct Reader {
     store: Arc<Store>,
-    http: reqwest::Client,
     options: ReadOptions,
     requests: Arc<Semaphore>,
     admission: Admission,
@@ -194,7 +193,6 @@ impl Drop for PendingRead {
 impl Reader {
     pub fn new(runtime: &tokio::runtime::Runtime, store: Arc<Store>, options: ReadOptions) -> Result<Reader> {
         Ok(Reader {
-            http: http::client(options.retry.idle_timeout)?,
             store,
             requests: Arc::new(Semaphore::new(options.max_concurrency.max(1))),
             admission: Admission::new(runtime, options.max_inflight_bytes),
@@ -228,6 +226,7 @@ impl Reader {
             }
         }
         let (spans, pieces) = plan(&requests, &self.options);
+        let first_key = requests.first().map(|r| r.key.clone()).unwrap_or_default();
         let budget = self
             .admission
             .ask(spans.iter().map(|s| s.range.end - s.range.start).sum());
@@ -248,9 +247,10 @@ impl Reader {
                     _budget: budget,
                 })
             };
+            let work = std::panic::AssertUnwindSafe(work).catch_unwind();
             let result = tokio::select! {
                 _ = token.cancelled() => Err(cancelled()),
-                result = work => result,
+                result = work => result.unwrap_or_else(|panic| Err(Error::panicked(panic.as_ref(), &first_key))),
             };
             done.store(true, Ordering::Release);
             let _ = tx.send(result);
@@ -284,7 +284,6 @@ impl Reader {
         let _slot = self.requests.acquire().await.expect("request limit closed");
         let fetch = Fetch {
             store: &self.store,
-            http: &self.http,
             key: &request.key,
             size: request.size,
             etag: request.etag.as_deref(),
@@ -294,9 +293,9 @@ impl Reader {
         };
         // A whole object is checked against the store's checksum, as a download would be.
         let mut verifier = if range.start == 0 && range.end == request.size {
-            Verifier::for_object(fetch.etag)
+            Verifier::for_object(fetch.etag, Verify::Auto)
         } else {
-            Verifier::for_part()
+            Verifier::for_part(None)
         };
         let mut buffer = Buffer::for_range(&range);
         if !range.is_empty() {
@@ -467,7 +466,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let key = path.to_str().unwrap().trim_start_matches('/').to_string();
         let store = Arc::new(Store::new(&StoreConfig::Local).unwrap());
-        let runtime = crate::runtime::runtime();
+        let runtime = crate::runtime::runtime().unwrap();
         let reader = Arc::new(Reader::new(&runtime, store, options(16, 4096)).unwrap());
         let ask = |range: Range<u64>| ReadRequest {
             key: key.clone(),

@@ -38,10 +38,15 @@ pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429) || (500..600).contains(&status) && !matches!(status, 501 | 505)
 }
 
-/// `Retry-After` as delta-seconds (the form S3-compatible stores send).
+/// `Retry-After` as delta-seconds (the form S3-compatible stores send), at most
+/// `MAX_RETRY_AFTER`. Anything else (a date, garbage, a negative or non-finite number) is
+/// ignored rather than trusted.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+    if secs.is_nan() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 impl RetryPolicy {
@@ -107,6 +112,11 @@ mod tests {
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("100000"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("-1"), None);
+        for huge in ["1e20", "inf", "18446744073709551616"] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("-inf"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 

@@ -4,14 +4,18 @@
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Runtime;
 
+use crate::error::{Error, ErrorKind, Result};
+
 static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 
-pub fn runtime() -> Arc<Runtime> {
+/// The process's runtime. A machine that cannot start its threads (a container's thread
+/// limit, say) gets an error saying so, never a panic.
+pub fn runtime() -> Result<Arc<Runtime>> {
     let pid = std::process::id();
     let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((owner, rt)) = slot.as_ref() {
         if *owner == pid {
-            return rt.clone();
+            return Ok(rt.clone());
         }
     }
     // Inherited from the parent across fork: its threads do not exist here, so dropping
@@ -19,13 +23,12 @@ pub fn runtime() -> Arc<Runtime> {
     if let Some((_, stale)) = slot.take() {
         std::mem::forget(stale);
     }
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("ursa-io")
-            .build()
-            .expect("failed to start the ursa I/O runtime"),
-    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ursa-io")
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start ursa's I/O threads: {e}")))?;
+    let rt = Arc::new(rt);
     *slot = Some((pid, rt.clone()));
-    rt
+    Ok(rt)
 }

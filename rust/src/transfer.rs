@@ -5,22 +5,23 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::checksum::{self, Algorithm, Checksum};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetch, Progress};
-use crate::http;
 use crate::parts::split;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
-use crate::verify::{combine_crc32, md5_of_etag, mismatch, OrderedDigest, Verifier};
+use crate::verify::{md5_of_etag, mismatch, OrderedDigest, Verifier, Verify};
 use crate::writer::{Stage, TempFile};
 
 /// One object to download to `dest`. With `group`, `dest` lies inside that group's
@@ -41,6 +42,7 @@ pub struct Options {
     pub part_size: u64,
     pub overwrite: bool,
     pub retry: RetryPolicy,
+    pub verify: Verify,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             part_size: 16 << 20,
             overwrite: false,
             retry: RetryPolicy::default(),
+            verify: Verify::Auto,
         }
     }
 }
@@ -127,7 +130,6 @@ pub fn start(
         cancel: cancel.clone(),
         progress: progress.clone(),
         events: tx,
-        http: OnceCell::new(),
     };
     let slot = outcome.clone();
     runtime.spawn(async move {
@@ -150,7 +152,6 @@ struct Engine {
     cancel: CancellationToken,
     progress: Arc<Progress>,
     events: mpsc::Sender<Event>,
-    http: OnceCell<reqwest::Client>,
 }
 
 /// A directory asset in progress: published when its last file lands.
@@ -171,40 +172,53 @@ struct ObjectState {
     group: Option<Arc<GroupState>>,
     /// For objects fetched in parts: how the whole is checked, learnt once (a HEAD).
     check: OnceCell<PartsCheck>,
-    /// Each part's CRC32, combined into the object's when a stored CRC32 is the check.
-    part_crcs: Vec<AtomicU32>,
+    /// Each part's CRC, combined into the object's when a stored CRC is the check.
+    part_crcs: Vec<AtomicU64>,
 }
 
 /// How an object fetched in parts is checked once every part has landed.
 enum PartsCheck {
-    /// The store keeps a full-object CRC32: combine the parts' (computed as they land).
-    Crc32(u32),
+    /// The store keeps a full-object CRC: combine the parts' (computed as they land).
+    Stored(Checksum),
     /// A single-part upload's MD5 ETag: hashed in order, overlapping later parts.
-    Md5(OrderedDigest),
+    Md5(Box<OrderedDigest>),
     /// Neither (a multipart upload without checksums): the size is the check.
     Size,
 }
 
 impl PartsCheck {
-    /// Ask the store once per object (a HEAD) for a full-object CRC32; else the ETag.
-    async fn learn(fetch: &Fetch<'_>, parts: usize) -> Result<PartsCheck> {
-        Ok(match fetch.stored_crc32().await? {
-            Some(crc) => PartsCheck::Crc32(crc),
+    /// Ask the store once per object (a HEAD) for a full-object CRC; else the ETag.
+    /// `Verify::Size` asks nothing.
+    async fn learn(fetch: &Fetch<'_>, parts: usize, verify: Verify) -> Result<PartsCheck> {
+        if verify == Verify::Size {
+            return Ok(PartsCheck::Size);
+        }
+        Ok(match fetch.stored_checksum().await? {
+            Some(checksum) => PartsCheck::Stored(checksum),
             None if fetch.etag.and_then(md5_of_etag).is_some() => {
-                PartsCheck::Md5(OrderedDigest::new(parts, Verifier::for_object(fetch.etag)))
+                let whole = Verifier::for_object(fetch.etag, verify);
+                PartsCheck::Md5(Box::new(OrderedDigest::new(parts, whole)))
             }
             None => PartsCheck::Size,
         })
+    }
+
+    /// The CRC each part computes as it lands, if the check combines them.
+    fn part_algorithm(&self) -> Option<Algorithm> {
+        match self {
+            PartsCheck::Stored(checksum) => Some(checksum.algorithm),
+            _ => None,
+        }
     }
 
     /// Once every part has landed: do the bytes match?
     fn verdict(&self, object: &ObjectState, file: &std::fs::File) -> Result<()> {
         let key = &object.job.key;
         match self {
-            PartsCheck::Crc32(want) => {
+            PartsCheck::Stored(want) => {
                 let crcs = object.part_crcs.iter().map(|c| c.load(Ordering::Relaxed));
                 let lens = object.ranges.iter().map(|r| r.end - r.start);
-                if combine_crc32(crcs.zip(lens)) == *want {
+                if checksum::combine(want.algorithm, crcs.zip(lens)) == *want {
                     Ok(())
                 } else {
                     Err(mismatch(key))
@@ -230,7 +244,7 @@ impl Engine {
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
-                part_crcs: ranges.iter().map(|_| AtomicU32::new(0)).collect(),
+                part_crcs: ranges.iter().map(|_| AtomicU64::new(0)).collect(),
                 ranges: ranges.clone(),
                 file: OnceCell::new(),
                 group,
@@ -302,9 +316,10 @@ impl Engine {
         range: Range<u64>,
         _permit: OwnedSemaphorePermit,
     ) -> Result<()> {
+        let fetch = std::panic::AssertUnwindSafe(self.fetch_part(&object, part, range)).catch_unwind();
         let result = tokio::select! {
             _ = self.cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, "cancelled")),
-            result = self.fetch_part(&object, part, range) => result,
+            result = fetch => result.unwrap_or_else(|panic| Err(Error::panicked(panic.as_ref(), &object.job.key))),
         };
         if let Err(err) = &result {
             if err.kind != ErrorKind::Cancelled {
@@ -324,13 +339,8 @@ impl Engine {
                 TempFile::create(path, job.size, staged.is_some()).map_err(|e| e.with_key(&job.key))
             })
             .await?;
-        let http = self
-            .http
-            .get_or_try_init(|| async { http::client(self.options.retry.idle_timeout) })
-            .await?;
         let fetch = Fetch {
             store: &self.stores[job.store],
-            http,
             key: &job.key,
             size: job.size,
             etag: job.etag.as_deref(),
@@ -343,19 +353,25 @@ impl Engine {
                 .range_into(
                     &mut &file.file,
                     range,
-                    &mut Verifier::for_object(job.etag.as_deref()),
+                    &mut Verifier::for_object(job.etag.as_deref(), self.options.verify),
                 )
                 .await?;
             return self.publish(object).await;
         }
         let check = object
             .check
-            .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len()))
+            .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len(), self.options.verify))
             .await?;
         let crc = fetch
-            .range_into(&mut &file.file, range, &mut Verifier::for_part())
+            .range_into(
+                &mut &file.file,
+                range,
+                &mut Verifier::for_part(check.part_algorithm()),
+            )
             .await?;
-        object.part_crcs[part].store(crc, Ordering::Relaxed);
+        if let Some(crc) = crc {
+            object.part_crcs[part].store(crc.value, Ordering::Relaxed);
+        }
         if let PartsCheck::Md5(digest) = check {
             digest
                 .part_landed(part, &file.file, &object.ranges)
@@ -371,9 +387,9 @@ impl Engine {
             }
             // A bad checksum over parts: fetch the object again as one verified stream.
             self.progress.retries.fetch_add(1, Ordering::Relaxed);
-            let mut whole = Verifier::for_object(job.etag.as_deref());
-            if let PartsCheck::Crc32(want) = check {
-                whole.expect_crc32(*want);
+            let mut whole = Verifier::for_object(job.etag.as_deref(), self.options.verify);
+            if let PartsCheck::Stored(want) = check {
+                whole.expect(*want);
             }
             fetch.range_into(&mut &file.file, 0..job.size, &mut whole).await?;
         }

@@ -1,26 +1,30 @@
 //! The object stores ursa reads: S3-compatible buckets (R2, SeaweedFS, …) and the local
 //! filesystem. Listing and HEAD go through `object_store` (which owns their retries);
-//! object bodies, stored checksums and uploads go through presigned requests (`http`).
+//! object bodies, stored checksums and uploads go through requests signed in headers
+//! (`s3`). One `Store` per configuration lives for the process (`Store::shared`), so its
+//! connection pool is reused by every download and read.
 
+mod local;
+mod s3;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use futures::stream::{BoxStream, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-};
+use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::checksum::Checksum;
 use crate::error::{from_object_store, Error, ErrorKind, Result};
-use crate::http;
+
+pub(crate) use s3::unquote;
 
 /// Where a store is and how to reach it. The secret never appears in `Debug`.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum StoreConfig {
     S3 {
         bucket: String,
@@ -29,6 +33,8 @@ pub enum StoreConfig {
         allow_http: bool,
         access_key_id: String,
         secret_access_key: String,
+        /// What messages call the store, e.g. "profile 'r2' (role assets, s3://bucket)".
+        label: String,
     },
     /// Keys are absolute paths without their leading `/` (file:///a/b is key `a/b`).
     Local,
@@ -63,9 +69,22 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// A response body on its way in: the bytes, how many leading bytes to drop (a server
+/// that ignored Range sends the object from its start), and a full-object checksum if
+/// the store sent one.
+pub struct Body {
+    pub stream: BoxStream<'static, Result<Bytes>>,
+    pub skip: u64,
+    pub checksum: Option<Checksum>,
+}
+
+enum Backend {
+    S3(s3::S3),
+    Local(Arc<LocalFileSystem>),
+}
+
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    s3: Option<AmazonS3>,
+    backend: Backend,
     /// What to call the store in messages: `s3://bucket` or `file://`.
     pub label: String,
 }
@@ -78,63 +97,50 @@ impl fmt::Debug for Store {
     }
 }
 
-/// A response body on its way in: the bytes, how many leading bytes to drop (a server
-/// that ignored Range sends the object from its start), and a full-object CRC32 if the
-/// store sent one.
-pub struct Body {
-    pub stream: BoxStream<'static, Result<Bytes>>,
-    pub skip: u64,
-    pub crc32: Option<u32>,
-}
+/// The stores of this process, by configuration; emptied in a forked child (its
+/// connections belong to the parent).
+static SHARED: Mutex<Option<(u32, Shared)>> = Mutex::new(None);
 
-/// LIST and HEAD: a few quick retries inside object_store are their only retry layer.
-fn list_retry() -> RetryConfig {
-    RetryConfig {
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(60),
-        ..Default::default()
-    }
-}
+type Shared = HashMap<StoreConfig, Arc<Store>>;
 
 impl Store {
     pub fn new(config: &StoreConfig) -> Result<Store> {
         match config {
-            StoreConfig::S3 {
-                bucket,
-                endpoint,
-                region,
-                allow_http,
-                access_key_id,
-                secret_access_key,
-            } => {
-                let mut builder = AmazonS3Builder::new()
-                    .with_bucket_name(bucket)
-                    .with_region(region)
-                    .with_allow_http(*allow_http)
-                    .with_access_key_id(access_key_id)
-                    .with_secret_access_key(secret_access_key)
-                    .with_retry(list_retry())
-                    .with_client_options(ClientOptions::new().with_allow_http(*allow_http));
-                if let Some(endpoint) = endpoint {
-                    builder = builder.with_endpoint(endpoint);
-                }
-                let s3 = builder.build().map_err(|e| {
-                    Error::new(
-                        ErrorKind::InvalidInput,
-                        format!("bad store configuration for bucket {bucket:?}: {e}"),
-                    )
-                })?;
-                Ok(Store {
-                    inner: Arc::new(s3.clone()),
-                    s3: Some(s3),
-                    label: format!("s3://{bucket}"),
-                })
-            }
+            StoreConfig::S3 { label, .. } => Ok(Store {
+                backend: Backend::S3(s3::S3::new(config)?),
+                label: label.clone(),
+            }),
             StoreConfig::Local => Ok(Store {
-                inner: Arc::new(LocalFileSystem::new()),
-                s3: None,
+                backend: Backend::Local(Arc::new(LocalFileSystem::new())),
                 label: "file://".into(),
             }),
+        }
+    }
+
+    /// The process's store for `config`, made on first use and kept, so every call
+    /// reuses its connections.
+    pub fn shared(config: &StoreConfig) -> Result<Arc<Store>> {
+        let pid = std::process::id();
+        let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|(owner, _)| *owner != pid) {
+            if let Some((_, inherited)) = slot.take() {
+                std::mem::forget(inherited); // its pools' tasks ran on the parent's runtime
+            }
+            *slot = Some((pid, HashMap::new()));
+        }
+        let (_, stores) = slot.as_mut().expect("set above");
+        if let Some(store) = stores.get(config) {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(Store::new(config)?);
+        stores.insert(config.clone(), store.clone());
+        Ok(store)
+    }
+
+    fn object_store(&self) -> &dyn ObjectStore {
+        match &self.backend {
+            Backend::S3(s3) => s3.object_store(),
+            Backend::Local(local) => local.as_ref(),
         }
     }
 
@@ -142,7 +148,7 @@ impl Store {
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let path = parse_path(prefix.trim_end_matches('/'))?;
         let mut objects: Vec<ObjectInfo> = self
-            .inner
+            .object_store()
             .list(Some(&path))
             .map_ok(|meta| ObjectInfo {
                 key: meta.location.to_string(),
@@ -151,17 +157,17 @@ impl Store {
             })
             .try_collect()
             .await
-            .map_err(|e| from_object_store(e, prefix))?;
+            .map_err(|e| from_object_store(e, prefix, &self.label))?;
         objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
         Ok(drop_directory_markers(objects))
     }
 
     pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
         let meta = self
-            .inner
+            .object_store()
             .head(&parse_path(key)?)
             .await
-            .map_err(|e| from_object_store(e, key))?;
+            .map_err(|e| from_object_store(e, key, &self.label))?;
         Ok(ObjectInfo {
             key: key.to_string(),
             size: meta.size,
@@ -171,70 +177,30 @@ impl Store {
 
     /// Upload `data` as `key`; with `checksum`, an S3 store is given its CRC32 to keep, as
     /// current SDKs do.
-    pub async fn put(&self, http: &reqwest::Client, key: &str, data: Bytes, checksum: bool) -> Result<()> {
+    pub async fn put(&self, key: &str, data: Bytes, checksum: bool) -> Result<()> {
         let path = parse_path(key)?;
-        match &self.s3 {
-            Some(s3) => http::put(http, s3, &path, key, data, checksum).await,
-            None => self
-                .inner
-                .put(&path, PutPayload::from(data))
-                .await
-                .map(|_| ())
-                .map_err(|e| from_object_store(e, key)),
+        match &self.backend {
+            Backend::S3(s3) => s3.put(&path, key, data, checksum).await,
+            Backend::Local(local) => local::put(local, &path, key, data).await,
         }
     }
 
-    /// The full-object CRC32 the store keeps for `key`, if any (local files keep none).
-    pub async fn head_crc32(
-        &self,
-        http: &reqwest::Client,
-        key: &str,
-        etag: Option<&str>,
-    ) -> Result<Option<u32>> {
-        match &self.s3 {
-            Some(s3) => http::head_crc32(http, s3, &parse_path(key)?, key, etag).await,
-            None => Ok(None),
+    /// The full-object checksum the store keeps for `key`, if any (local files keep none).
+    pub async fn head_checksum(&self, key: &str, etag: Option<&str>) -> Result<Option<Checksum>> {
+        match &self.backend {
+            Backend::S3(s3) => s3.head_checksum(&parse_path(key)?, key, etag).await,
+            Backend::Local(_) => Ok(None),
         }
     }
 
     /// Start a GET of `range` of `key`, pinned to `etag`. `total` is the object's size,
     /// so a request for all of it goes without a Range header.
-    pub async fn get(
-        &self,
-        http: &reqwest::Client,
-        key: &str,
-        range: Range<u64>,
-        total: u64,
-        etag: Option<&str>,
-    ) -> Result<Body> {
+    pub async fn get(&self, key: &str, range: Range<u64>, total: u64, etag: Option<&str>) -> Result<Body> {
         let path = parse_path(key)?;
-        match &self.s3 {
-            Some(s3) => http::get(http, s3, &path, key, range, total, etag).await,
-            None => self.local_get(&path, key, range, etag).await,
+        match &self.backend {
+            Backend::S3(s3) => s3.get(&path, key, range, total, etag).await,
+            Backend::Local(local) => local::get(local, &path, key, range, etag).await,
         }
-    }
-
-    async fn local_get(&self, path: &Path, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Body> {
-        let options = GetOptions {
-            if_match: etag.map(str::to_string),
-            range: (!range.is_empty()).then_some(GetRange::Bounded(range)),
-            ..Default::default()
-        };
-        let result = self
-            .inner
-            .get_opts(path, options)
-            .await
-            .map_err(|e| from_object_store(e, key))?;
-        let key = key.to_string();
-        let stream = result
-            .into_stream()
-            .map_err(move |e| from_object_store(e, &key))
-            .boxed();
-        Ok(Body {
-            stream,
-            skip: 0,
-            crc32: None,
-        })
     }
 }
 
