@@ -44,8 +44,8 @@ def materialize(
     spans = {row: resolve(start, stop, row.started_at) for row in rows}
 
     emitter = Emitter(progress)
-    scope = _scope(rows)
-    emitter.emit("start", bytes_done=0, retries=0, **scope)
+    rhash, modality = _scope(rows)
+    emitter.emit("start", bytes_done=0, retries=0, recording_hash=rhash, modality=modality)
     readers = Readers(profile, max_concurrency, retry, _INFLIGHT_BYTES, share_batch=True)
     assets = [open_asset(row, readers) for row in rows]
     plans = [a.plan(spans[a.row]) for a in assets]
@@ -56,7 +56,13 @@ def materialize(
             "clip a shorter span, select fewer modalities, or raise max_bytes"
         )
     emitter.bytes_total = readers.bytes_fetched + planned
-    emitter.emit("plan_done", bytes_done=readers.bytes_fetched, retries=readers.retries, **scope)
+    emitter.emit(
+        "plan_done",
+        bytes_done=readers.bytes_fetched,
+        retries=readers.retries,
+        recording_hash=rhash,
+        modality=modality,
+    )
 
     # Every row's ranges run at once (the engine bounds bytes in flight); rows are
     # decoded in order as their bytes arrive.
@@ -68,13 +74,13 @@ def materialize(
     try:
         for asset, ranges, job in zip(assets, plans, pending, strict=True):
             row = asset.row
-            where = {"recording_hash": row.recording_hash, "modality": row.modality}
             emitter.emit(
                 "modality_start",
                 bytes_done=readers.bytes_fetched + other_bytes,
                 retries=readers.retries,
+                recording_hash=row.recording_hash,
+                modality=row.modality,
                 worker_id=row.worker_id,
-                **where,
             )
             decoded[row], extra = _decode(asset, spans[row], ranges, job)
             other_bytes += extra
@@ -84,9 +90,10 @@ def materialize(
                     phase,
                     bytes_done=done,
                     retries=readers.retries,
+                    recording_hash=row.recording_hash,
+                    modality=row.modality,
                     worker_id=row.worker_id,
                     key=_asset_key(row) if phase == "file_done" else None,
-                    **where,
                 )
     except BaseException:
         for job in pending:
@@ -95,7 +102,9 @@ def materialize(
         raise
     total = readers.bytes_fetched + other_bytes
     emitter.bytes_total = max(emitter.bytes_total or 0, total)
-    emitter.emit("finish", bytes_done=total, retries=readers.retries, **scope)
+    emitter.emit(
+        "finish", bytes_done=total, retries=readers.retries, recording_hash=rhash, modality=modality
+    )
     return [
         RecordingData(
             rhash, group[0].started_at, {a.key: decoded[a.row] for a in assets if a.row in group}
@@ -121,13 +130,14 @@ def _asset_key(row: ModalityRow) -> str | None:
     return uri.split("://", 1)[-1].split("/", 1)[-1] if "://" in uri else None
 
 
-def _scope(rows: Sequence[ModalityRow]) -> dict[str, str | None]:
+def _scope(rows: Sequence[ModalityRow]) -> tuple[str | None, str | None]:
+    """Call-scoped events name the recording / modality only when the call has one."""
     hashes = {r.recording_hash for r in rows}
     modalities = {r.modality for r in rows}
-    return {
-        "recording_hash": next(iter(hashes)) if len(hashes) == 1 else None,
-        "modality": next(iter(modalities)) if len(modalities) == 1 else None,
-    }
+    return (
+        next(iter(hashes)) if len(hashes) == 1 else None,
+        next(iter(modalities)) if len(modalities) == 1 else None,
+    )
 
 
 def check_concurrency(max_concurrency: int | None) -> None:
