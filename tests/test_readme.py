@@ -42,7 +42,8 @@ def r2_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     )
     monkeypatch.setenv("URSA_CONFIG", str(config))
     monkeypatch.chdir(tmp_path)
-    build_recording("r2", seed=111, recording_hash=README_HASH)
+    # Assets spanning the recording's 60 s, so the materialize/stream snippets have data.
+    build_recording("r2", seed=111, recording_hash=README_HASH, duration_s=60.0)
     logger = logging.getLogger("ursa.download")
     handlers, level = list(logger.handlers), logger.level
     yield
