@@ -150,3 +150,22 @@ def test_memory_stays_bounded_on_a_long_recording(profile: Profile) -> None:
     assert chunks <= stream.bytes_fetched < chunks + 4_096  # each chunk once (+ metadata)
     assert held <= 4 * 32_000  # the chunks of the windows in flight, not the recording
     assert peak < 8 << 20, peak
+
+
+def test_windows_of_any_length_hold_round_window_fs_samples(
+    profile: Profile, recs: list[Recording], boto: Any, copies: Path
+) -> None:
+    # 0.101 s at 250 Hz is 25.25 samples: the half-open span holds 25 or 26 depending on
+    # where it starts; every window still has round(0.101 * 250) = 25, from the first
+    # sample at or after its start, so windows stack into a batch.
+    rec = recs[0]
+    data = DataInterface(profile)
+    values, fs = oracle.eeg(boto, row(rec, "eeg"), copies / "eeg-odd")
+    stream = data.stream(target(data, rec, "eeg"), window=0.101, stride=0.07, stop=3.0)
+    windows = list(stream)
+    assert len(stream) == len(windows) == 42  # starts 0, 0.07, ..., 2.87 (+ 0.101 <= 3)
+    batch = np.stack([w["eeg"]["data"].to_numpy() for w in windows])
+    assert batch.shape == (42, 8, 25)
+    for w, got in zip(windows, batch, strict=True):
+        i0 = int(np.flatnonzero(np.arange(values.shape[1]) / fs >= w.start)[0])
+        np.testing.assert_array_equal(got, values[:, i0 : i0 + 25])
