@@ -4,6 +4,7 @@ assets copied out with boto3 and opened with zarr, pyarrow, pylance and PyAV."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,32 @@ def test_whole_recording_and_result_shape(profile: Profile, clip_recording: Reco
     assert rec["imu"].num_rows == 4_000
     with pytest.raises(TypeError):
         rec["eeg"] = None  # type: ignore[index]
+
+
+def _materialize_in_child(data: DataInterface, target: Any, queue: Any) -> None:
+    (rec,) = data.materialize(target, start=1.0, stop=2.0)
+    queue.put(rec["eeg"]["data"].to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_reads_with_its_own_engine(
+    profile: Profile, clip_recording: Recording
+) -> None:
+    # A DataLoader worker forked after the parent read: readers kept for reuse belong to
+    # the process that built them, so the child must not inherit (and hang on) them.
+    data = DataInterface(profile)
+    target = ingested(data, clip_recording, "eeg")
+    (parent,) = data.materialize(target, start=1.0, stop=2.0)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_materialize_in_child, args=(data, target, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=20)
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    np.testing.assert_array_equal(got, parent["eeg"]["data"].to_numpy())

@@ -8,6 +8,7 @@ what was held."""
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -94,8 +95,9 @@ def _new_reader(spec: StoreSpec, args: ReaderArgs) -> RangeReader:
 
 
 def _shared_reader(spec: StoreSpec, batch: bool, args: ReaderArgs) -> RangeReader:
-    # The key holds the spec's credentials in memory only, like the spec itself.
-    key = (tuple(sorted((k, str(v)) for k, v in spec.items())), batch, args)
+    # The key holds the spec's credentials in memory only, like the spec itself. The pid:
+    # a forked child (a DataLoader worker) must build its own, as the engine does.
+    key = (os.getpid(), tuple(sorted((k, str(v)) for k, v in spec.items())), batch, args)
     with _SHARED_LOCK:
         reader = _SHARED.get(key)
         if reader is None:
