@@ -4,6 +4,7 @@ front, fixed sample counts, padding, never crossing recordings, bounded memory, 
 
 from __future__ import annotations
 
+import multiprocessing
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,31 @@ def test_windows_of_any_length_hold_round_window_fs_samples(
     for w, got in zip(windows, batch, strict=True):
         i0 = int(np.flatnonzero(np.arange(values.shape[1]) / fs >= w.start)[0])
         np.testing.assert_array_equal(got, values[:, i0 : i0 + 25])
+
+
+def _iterate_in_child(stream: Any, queue: Any) -> None:
+    try:
+        next(iter(stream))
+        queue.put("iterated")
+    except RuntimeError as exc:
+        queue.put(str(exc))
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_stream_made_in_another_process_says_so(profile: Profile, recs: list[Recording]) -> None:
+    data = DataInterface(profile)
+    stream = data.stream(target(data, recs[0], "eeg"), window=1.0)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_iterate_in_child, args=(stream, queue))
+    child.start()
+    try:
+        message = queue.get(timeout=20)
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert "call stream() in each worker process" in message
+    assert next(iter(stream))["eeg"].sizes["time"] == 250  # the parent still reads it

@@ -9,6 +9,7 @@ the last window that needs it, so memory stays bounded by the engine's
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class WindowStream:
         self._claimed: dict[tuple[int, object], int] = {}  # (asset id, part) -> last window
         self._position = 0
         self._closed = False
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -118,6 +120,13 @@ class WindowStream:
         return self._readers.retries
 
     def __iter__(self) -> Iterator[Window]:
+        if os.getpid() != self._pid:
+            # Its engine readers live in the process that made it (a forked child has
+            # none of their threads): say so rather than hang.
+            raise RuntimeError(
+                "a WindowStream belongs to the process that made it; call stream() in "
+                "each worker process (e.g. in IterableDataset.__iter__)"
+            )
         try:
             while not self._closed and self._position < len(self._windows):
                 yield self._next_window()

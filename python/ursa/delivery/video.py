@@ -5,6 +5,7 @@ exactly the frames whose time is in the clip."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,7 @@ class VideoClip:
         self.times: np.ndarray = index.time_s[positions]
         self.frame_numbers: np.ndarray = index.frame[positions]
         self.bytes_fetched = 0  # by frames(), so far
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -80,6 +82,11 @@ class VideoClip:
 
     def frames(self) -> np.ndarray:
         """Decode the clip's frames, in presentation order."""
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                "a VideoClip belongs to the process that made it; materialize() or stream() "
+                "in each worker process"
+            )
         file = self._open()
         try:
             return self._decode(file)
