@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-scaling bench-resume bench-engine browser clean
+.PHONY: all demo test lint build bench bench-scaling bench-delivery bench-resume bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -52,6 +52,12 @@ bench-scaling: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/python benches/scaling.py
+
+# materialize() in place against download-then-read, stream() memory: docs/benchmarks-delivery.md.
+bench-delivery: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python benches/delivery.py
 
 # Re-running a finished download and continuing a killed one: docs/benchmarks-resume.md.
 bench-resume: $(STAMP)

@@ -48,8 +48,7 @@ if st.button("Download", type="primary", disabled=recording is None):
             dest=DEST,
             source=source,
             overwrite=overwrite,
-            progress=streamlit_progress(status, bar),
-            progress_interval=0.1,
+            progress=streamlit_progress(status, bar),  # refreshes every 0.1 s by itself
         )
     except ERRORS as e:
         status.update(label="Download failed", state="error")

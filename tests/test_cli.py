@@ -88,9 +88,9 @@ def test_quiet_prints_nothing(env: dict[str, str], recording: Recording, tmp_pat
 
 
 def test_wrong_hash(env: dict[str, str], tmp_path: Path) -> None:
-    result = ursa(env, "download", "1ad200d6", "--dest", str(tmp_path), "--profile", "r2-test")
+    result = ursa(env, "download", "1AD200D6", "--dest", str(tmp_path), "--profile", "r2-test")
     assert result.returncode == 2
-    assert "64 lowercase hex" in one_error_line(result)
+    assert "8 to 64 lowercase hex" in one_error_line(result)
 
 
 def test_unknown_recording(env: dict[str, str], tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_existing_dest(env: dict[str, str], recording: Recording, tmp_path: Path
     target.write_text("mine")
     result = ursa(env, "download", h, "--dest", str(tmp_path), "--profile", "r2-test")
     assert result.returncode == 3
-    assert "overwrite" in one_error_line(result)
+    assert "pass --overwrite" in one_error_line(result)
     assert target.read_text() == "mine"
 
 
@@ -124,19 +124,21 @@ def test_no_such_profile(env: dict[str, str], tmp_path: Path) -> None:
     assert "unknown profile 'staging'" in one_error_line(result)
 
 
-def test_demo_runs_with_no_server_and_no_credentials(tmp_path: Path) -> None:
+def test_demo_runs_with_no_server_and_no_credentials_and_runs_again(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("URSA_", "AWS_"))}
     env["HOME"] = str(tmp_path / "home")
-    result = subprocess.run(
-        [sys.executable, "-m", "ursa.cli", "demo", "--dir", str(tmp_path / "demo")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Done — 537 files" in result.stderr
+    for run in ("first", "again"):  # a second run into the same --dir works too
+        result = subprocess.run(
+            [sys.executable, "-m", "ursa.cli", "demo", "--dir", str(tmp_path / "demo")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, (run, result.stderr)
+        assert "Done — 537 files" in result.stderr
+        assert ("reusing the demo recording" in result.stderr) == (run == "again")
     downloaded = tmp_path / "demo" / "download"
     (h,) = [p.name for p in downloaded.iterdir() if p.name != ".ursa"]
     assert (downloaded / h / "camera" / "right" / "camera.mp4.lance").is_dir()

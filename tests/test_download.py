@@ -223,6 +223,16 @@ def test_unknown_source_or_layout(
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("interval", [float("inf"), float("nan"), 0.0, -1.0])
+def test_a_progress_interval_that_is_not_a_finite_positive_number(
+    data: DataInterface, recording: Recording, tmp_path: Path, interval: float
+) -> None:
+    rows = _rows(data, recording, "raw")
+    with pytest.raises(ValueError, match="progress_interval must be a finite number"):
+        data.download(rows, dest=tmp_path / "a", progress_interval=interval)
+    assert not (tmp_path / "a").exists()
+
+
 # --- Layouts and return order ---------------------------------------------------------
 
 

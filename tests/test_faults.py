@@ -238,46 +238,86 @@ def test_an_md5_etag_alone_catches_a_flipped_byte(
     assert hashlib.sha256(got.read_bytes()).hexdigest() == store_bytes(boto, key)
 
 
-def test_a_multipart_upload_is_checked_by_its_full_object_crc32(
+def test_verify_size_checks_the_size_only(
     data: DataInterface,
+    rec_md5: Recording,
     faulty: FaultProxy,
     tmp_path: Path,
     boto: Any,
     profile: Profile,
 ) -> None:
-    """An ETag of a multipart upload (`…-N`) is no MD5 of the bytes; the full-object CRC32
-    the uploader had the store keep is what catches a flipped byte in a part."""
+    """verify="size" is what s5cmd and obstore do: a flipped byte of the right length goes
+    through, with no retry and no HEAD; a short body is still refused."""
+    key = mp4_object(profile, rec_md5)
+    faulty.add(Rule("flip_byte", method="GET", key=mp4_key(rec_md5), after_bytes=99, times=1))
+    finish = download(data, rec_md5, tmp_path / "a", part_size=1 * MiB, verify="size")
+    got = (tmp_path / "a" / rec_md5.recording_hash / "camera" / "camera.mp4").read_bytes()
+    assert finish.retries == 0 and hashlib.sha256(got).hexdigest() != store_bytes(boto, key)
+    heads = [r for r in faulty.records() if r.method == "HEAD"]
+    assert len(heads) == 1, "asked the store for a checksum (the planning HEAD is the one)"
+    faulty.add(Rule("truncate", method="GET", key=mp4_key(rec_md5), after_bytes=99, times=1))
+    finish = download(data, rec_md5, tmp_path / "b", verify="size")
+    got = (tmp_path / "b" / rec_md5.recording_hash / "camera" / "camera.mp4").read_bytes()
+    assert finish.retries == 1 and hashlib.sha256(got).hexdigest() == store_bytes(boto, key)
+    with pytest.raises(ValueError, match="verify must be one of"):
+        download(data, rec_md5, tmp_path / "c", verify="md5")
+    assert not (tmp_path / "c").exists()
+
+
+def _full_object_checksum(algorithm: str, body: bytes) -> str:
+    from awscrt import checksums
+
+    value, width = {
+        "CRC32": (zlib.crc32(body), 4),
+        "CRC32C": (checksums.crc32c(body), 4),
+        "CRC64NVME": (checksums.crc64nvme(body), 8),
+    }[algorithm]
+    return base64.b64encode(value.to_bytes(width, "big")).decode()
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_a_multipart_upload_is_checked_by_its_full_object_crc(
+    data: DataInterface,
+    faulty: FaultProxy,
+    tmp_path: Path,
+    boto: Any,
+    profile: Profile,
+    algorithm: str,
+) -> None:
+    """An ETag of a multipart upload (`…-N`) is no MD5 of the bytes; the full-object CRC
+    the uploader had the store keep (R2 keeps CRC64NVME) is what catches a flipped byte
+    in a part."""
     rows = [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=12 * MiB)]
     rec = build_recording(profile, rows, seed=33)
     key = mp4_object(profile, rec)
     body = boto.get_object(Bucket="ursa-assets", Key=key)["Body"].read()
     upload = boto.create_multipart_upload(
-        Bucket="ursa-assets", Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+        Bucket="ursa-assets", Key=key, ChecksumAlgorithm=algorithm, ChecksumType="FULL_OBJECT"
     )
+    field = f"Checksum{algorithm}"
     parts = []
     for n, start in enumerate(range(0, len(body), 5 * MiB), start=1):
         part = boto.upload_part(
             Bucket="ursa-assets", Key=key, UploadId=upload["UploadId"], PartNumber=n,
-            Body=body[start : start + 5 * MiB], ChecksumAlgorithm="CRC32",
+            Body=body[start : start + 5 * MiB], ChecksumAlgorithm=algorithm,
         )  # fmt: skip
-        parts.append(
-            {"PartNumber": n, "ETag": part["ETag"], "ChecksumCRC32": part["ChecksumCRC32"]}
-        )
-    full = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        parts.append({"PartNumber": n, "ETag": part["ETag"], field: part[field]})
+    full = _full_object_checksum(algorithm, body)
     boto.complete_multipart_upload(
         Bucket="ursa-assets", Key=key, UploadId=upload["UploadId"],
-        MultipartUpload={"Parts": parts}, ChecksumType="FULL_OBJECT", ChecksumCRC32=full,
+        MultipartUpload={"Parts": parts}, ChecksumType="FULL_OBJECT", **{field: full},
     )  # fmt: skip
     head = boto.head_object(Bucket="ursa-assets", Key=key, ChecksumMode="ENABLED")
-    assert head["ETag"].strip('"').endswith("-3") and head["ChecksumCRC32"] == full
+    assert head["ETag"].strip('"').endswith("-3") and head[field] == full
 
-    rule = faulty.add(
-        Rule("flip_byte", method="GET", key=mp4_key(rec), after_bytes=54_321, times=1)
-    )
-    finish = download(data, rec, tmp_path, part_size=1 * MiB)
-    assert rule.fired == 1 and finish.retries >= 1
-    got = tmp_path / rec.recording_hash / "camera" / "camera.mp4"
-    assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(body).hexdigest()
+    for whole, part_size in (("in-parts", 1 * MiB), ("one-stream", 16 * MiB)):
+        rule = faulty.add(
+            Rule("flip_byte", method="GET", key=mp4_key(rec), after_bytes=54_321, times=1)
+        )
+        finish = download(data, rec, tmp_path / whole, part_size=part_size)
+        assert rule.fired == 1 and finish.retries >= 1, f"{whole}: the flipped byte went through"
+        got = tmp_path / whole / rec.recording_hash / "camera" / "camera.mp4"
+        assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(body).digest()
 
 
 # --- permanent faults: ObjectStoreError, nothing partial ----------------------------

@@ -139,3 +139,50 @@ def test_module_imports_without_pyav() -> None:
     code = "import sys; sys.modules['av'] = None; import ursa.testing.assets"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+def test_mp4_frames_carry_their_own_number(tmp_path: Path) -> None:
+    from ursa.testing import frame_number_of
+
+    mp4 = assets.write_mp4(tmp_path, frames=70, width=160, height=120, fps=30, seed=3)
+    with av.open(str(mp4)) as container:
+        numbers = [frame_number_of(f.to_ndarray(format="rgb24")) for f in container.decode()]
+    assert numbers == list(range(70))
+
+
+def test_parquet_row_groups_and_duration(tmp_path: Path) -> None:
+    path = assets.write_parquet(tmp_path, rows=1_000, duration_s=20.0, row_group_size=128)
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == 8  # ceil(1000 / 128)
+    times = pq.read_table(path).column("timestamp_s").to_numpy()
+    np.testing.assert_array_equal(times, np.arange(1_000) * (20.0 / 1_000))
+    assert times[-1] < 20.0
+
+
+def test_recording_assets_agree_with_duration(local_profile: object) -> None:
+    from ursa.testing import RowSpec, build_recording
+
+    rows = [
+        RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, sampling_rate_hz=100.0),
+        RowSpec("events", asset_format="lance", segments=1, segment_size=1, events=200),
+        RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_fps=10),
+        RowSpec("imu", asset_format="parquet", segments=1, segment_size=1, table_rows=300),
+    ]
+    rec = build_recording(local_profile, rows, seed=5, duration_s=7.5)  # type: ignore[arg-type]
+    by_modality = {r.modality: r for r in rec.rows}
+    assert {r.duration_s for r in rec.rows} == {7.5}
+
+    def local(uri: str | None) -> str:
+        assert uri is not None and uri.startswith("file://")
+        return uri[len("file://") :]
+
+    eeg = zarr.open_group(local(by_modality["eeg"].storage_uri), mode="r")["data"]
+    assert isinstance(eeg, zarr.Array)
+    assert eeg.shape[1] == 750  # 7.5 s at 100 Hz: samples 0 .. 749 at i / 100
+    events = lance.dataset(local(by_modality["events"].storage_uri)).to_table()
+    ts = events.column("timestamp_s").to_numpy()
+    assert len(ts) == 200 and ts.min() >= 0 and ts.max() < 7.5
+    index = lance.dataset(local(by_modality["camera"].storage_uri) + ".lance").to_table()
+    np.testing.assert_allclose(index.column("time_s").to_numpy(), np.arange(75) / 10)
+    imu = pq.read_table(local(by_modality["imu"].storage_uri)).column("timestamp_s").to_numpy()
+    assert len(imu) == 300 and imu.min() == 0 and imu.max() < 7.5

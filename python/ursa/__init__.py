@@ -1,10 +1,12 @@
 """ursa: pull recordings from Cloudflare R2 (or any S3-compatible store) to local disk,
 fast and safely, with live progress."""
 
-from ursa.catalog import ModalityRow, QueryResult
+from ursa.catalog import ModalityRow, QueryResult, StatusFilter
+from ursa.download import Verify
 from ursa.errors import (
     AccessDeniedError,
     ConfigurationError,
+    DownloadCancelled,
     IntegrityError,
     ObjectChangedError,
     ObjectNotFoundError,
@@ -14,17 +16,21 @@ from ursa.errors import (
 )
 from ursa.events import DownloadProgress
 from ursa.interface import DataInterface
+from ursa.layouts import Layout
 from ursa.plan import DownloadPlan, PlannedFile
 from ursa.profiles import Profile
 from ursa.retry import RetryPolicy
+from ursa.sources import Source
 
 __all__ = [
     "AccessDeniedError",
     "ConfigurationError",
     "DataInterface",
+    "DownloadCancelled",
     "DownloadPlan",
     "DownloadProgress",
     "IntegrityError",
+    "Layout",
     "ModalityRow",
     "ObjectChangedError",
     "ObjectNotFoundError",
@@ -34,6 +40,9 @@ __all__ = [
     "Profile",
     "QueryResult",
     "RetryPolicy",
+    "Source",
+    "StatusFilter",
     "UrsaError",
+    "Verify",
 ]
 __version__ = "0.1.0"

@@ -58,6 +58,7 @@ def start_download(
     part_size: int,
     overwrite: bool,
     retry: tuple[int, float, float, float],
+    verify: str = "auto",
     records: tuple[str, str] | None = None,
 ) -> DownloadHandle: ...
 

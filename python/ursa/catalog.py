@@ -210,5 +210,26 @@ def build_filter(
 
 
 def query_dataset(dataset: Any, filter_sql: str | None) -> QueryResult:
-    table = dataset.to_table(columns=_COLUMNS, filter=filter_sql)
+    try:
+        table = dataset.to_table(columns=_COLUMNS, filter=filter_sql)
+    except ValueError as exc:  # a bad where= (a filter ursa builds itself is always valid)
+        message = f"the catalog refused the filter {filter_sql!r}: {lance_reason(exc)}"
+        raise ValueError(message) from None
     return QueryResult(rows_from_arrow(table))
+
+
+# Lance ends its messages with the Rust source line that raised them.
+_SOURCE_LINE = re.compile(r",\s*/\S+\.rs:\d+:\d+")
+_UNREACHABLE = ("error sending request", "connection refused", "dns error", "tcp connect")
+
+
+def lance_reason(exc: BaseException) -> str:
+    """A Lance error as one line for users: no library-internal source path, no
+    ``LanceError(IO):`` wrapper, and a store that cannot be reached said plainly."""
+    text = " ".join(str(exc).split())
+    text = _SOURCE_LINE.sub("", text)
+    text = re.sub(r"^LanceError\(\w+\):\s*", "", text)
+    text = re.sub(r"^Invalid user input:\s*", "", text)
+    if any(sign in text.lower() for sign in _UNREACHABLE):
+        return f"the store cannot be reached (check the endpoint and the network): {text}"
+    return text

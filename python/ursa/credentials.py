@@ -27,13 +27,11 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ursa.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from ursa.profiles import Profile
 
 __all__ = ["ROLES", "Credentials", "resolve_credentials"]
 
@@ -54,7 +52,21 @@ class Credentials:
     secret_access_key: str = field(repr=False)
 
 
-def resolve_credentials(profile: Profile, role: str) -> Credentials:
+class KeySources(Protocol):
+    """What credentials are resolved from: a ``Profile``'s name and key fields (this module
+    needs nothing else of it, so profiles depend on credentials and not the reverse)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def access_key_id(self) -> str | None: ...
+    @property
+    def secret_access_key(self) -> str | None: ...
+    @property
+    def credentials(self) -> Mapping[str, Mapping[str, str]]: ...
+
+
+def resolve_credentials(profile: KeySources, role: str) -> Credentials:
     """The key pair ``profile`` uses for ``role``, resolved in the order above."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")

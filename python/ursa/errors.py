@@ -15,6 +15,14 @@ class ConfigurationError(UrsaError):
     missing credentials)."""
 
 
+class DownloadCancelled(UrsaError):
+    """A download stopped because its ``cancel=`` token was set (e.g. a
+    ``threading.Event`` set from another thread). Raised only after the engine has stopped
+    and removed its temporaries: no partial file is left under a final name. Files that
+    were already complete stay in place. (Cancelling a ``download_async()`` task raises
+    ``asyncio.CancelledError`` instead, as asyncio code expects.)"""
+
+
 class ObjectStoreError(UrsaError):
     """A non-transient object-store failure. ``key`` names the object (or prefix) that
     failed; ``attempts`` counts the requests made for it."""

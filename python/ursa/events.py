@@ -3,8 +3,9 @@ each event to the progress callback and the ``ursa.download`` logger.
 
 Logger contract: INFO for every phase but ``file_done`` and ``progress`` (DEBUG); every
 record carries every ``DownloadProgress`` field as an ``extra=`` key. A callback that
-raises is logged once per occurrence at WARNING with ``extra={"callback_error": ...}``;
-KeyboardInterrupt and SystemExit propagate.
+raises is logged once per occurrence at WARNING, the exception's type and text in the
+message itself and in ``extra={"callback_error": ...}``; KeyboardInterrupt and SystemExit
+propagate.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 logger = logging.getLogger("ursa.download")
@@ -28,7 +30,9 @@ class DownloadProgress:
     """One progress event. ``bytes_done`` is cumulative over the call and never decreases;
     ``bytes_total`` is None before ``plan_done``. ``worker_id`` is None only on call-scoped
     phases (start, plan_done, finish); ``""`` is the single-worker sentinel. ``key`` is the
-    object's key on ``file_done``. ``retries`` counts requests retried so far in the call."""
+    object's key on ``file_done``. ``retries`` counts requests retried so far in the call.
+    ``path`` (the file's local path, under its final name) and ``size`` (its bytes) are set
+    on ``file_done`` only. Fields are only ever appended, so positional use stays valid."""
 
     phase: Phase
     recording_hash: str | None
@@ -39,6 +43,8 @@ class DownloadProgress:
     bytes_total: int | None
     elapsed_s: float
     retries: int = 0
+    path: Path | None = None
+    size: int | None = None
 
 
 ProgressCallback = Callable[[DownloadProgress], object]
@@ -71,6 +77,8 @@ class Emitter:
         modality: str | None = None,
         worker_id: str | None = None,
         key: str | None = None,
+        path: Path | None = None,
+        size: int | None = None,
     ) -> None:
         # Monotonic and within the total, whatever the engine's running counter says
         # (a restarted object can count some bytes twice).
@@ -89,6 +97,8 @@ class Emitter:
             total,
             self.elapsed(),
             retries,
+            path,
+            size,
         )
         level = logging.DEBUG if phase in _PER_FILE else logging.INFO
         if logger.isEnabledFor(level):
@@ -97,8 +107,9 @@ class Emitter:
             try:
                 self._callback(event)
             except Exception as exc:  # KeyboardInterrupt/SystemExit tear the download down
-                extra = asdict(event) | {"callback_error": f"{type(exc).__name__}: {exc}"}
-                logger.warning("progress callback raised on %s", phase, extra=extra)
+                error = f"{type(exc).__name__}: {exc}"
+                extra = asdict(event) | {"callback_error": error}
+                logger.warning("progress callback raised on %s: %s", phase, error, extra=extra)
 
 
 def _message(e: DownloadProgress) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from ursa.profiles import Credentials, Profile, resolve_credentials
+from ursa.credentials import Credentials, resolve_credentials
+from ursa.profiles import Profile
 
 StoreSpec = dict[str, object]
 
@@ -54,15 +55,16 @@ def locate(profile: Profile, uri: str) -> Location:
             f"bucket {bucket!r} of {uri!r} is not one of profile {profile.name!r}'s buckets"
         )
     creds = resolve_credentials(profile, role)
+    endpoint = profile.require_endpoint()
     spec: StoreSpec = {
         "kind": "s3",
         "bucket": bucket,
-        "endpoint": profile.require_endpoint(),
+        "endpoint": endpoint,
         "region": profile.region,
         "allow_http": profile.allow_http,
         "access_key_id": creds.access_key_id,
         "secret_access_key": creds.secret_access_key,
-        "label": f"profile {profile.name!r} (role {role!r}, s3://{bucket})",
+        "label": f"profile {profile.name!r} (role {role!r}, s3://{bucket} at {endpoint})",
     }
     return Location(uri, parts.path.lstrip("/"), spec)
 

@@ -166,9 +166,41 @@ pub fn from_object_store(err: object_store::Error, key: &str, store: &str) -> Er
             let code = s3_error_code(&text).map(|c| format!(" {c}")).unwrap_or_default();
             return Error::access_denied(store, &format!("HTTP {status}{code}")).with_key(key);
         }
-        _ => first_line(&text),
+        _ => match cause(&err) {
+            Cause::Unreachable(why) => {
+                format!("cannot reach {store} (check its endpoint and the network): {why}")
+            }
+            Cause::Other(why) if !text.contains(&why) => format!("{}: {why}", first_line(&text)),
+            Cause::Other(_) | Cause::None => first_line(&text),
+        },
     };
     Error::new(kind, message).with_key(key)
+}
+
+enum Cause {
+    /// The connection itself failed (refused, no route, DNS): the deepest reason.
+    Unreachable(String),
+    Other(String),
+    None,
+}
+
+/// The deepest reason in an error's chain, and whether connecting is what failed.
+fn cause(err: &(dyn std::error::Error + 'static)) -> Cause {
+    let mut unreachable = false;
+    let mut deepest = None;
+    let mut source = err.source();
+    while let Some(inner) = source {
+        if let Some(http) = inner.downcast_ref::<object_store::client::HttpError>() {
+            unreachable |= http.kind() == object_store::client::HttpErrorKind::Connect;
+        }
+        deepest = Some(first_line(&inner.to_string()));
+        source = inner.source();
+    }
+    match deepest {
+        Some(why) if unreachable => Cause::Unreachable(why),
+        Some(why) => Cause::Other(why),
+        None => Cause::None,
+    }
 }
 
 /// The `<Code>` of an S3 error answer, if it has a plain one.

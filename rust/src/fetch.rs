@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind, Result};
 use crate::journal::Journal;
 use crate::retry::{Budget, RetryPolicy};
@@ -93,14 +94,14 @@ pub struct Fetch<'a> {
 
 impl Fetch<'_> {
     /// Put `range` of the object into `sink` at the same offsets and return the range's
-    /// CRC32. Transient faults are retried from the last byte put; a checksum mismatch
+    /// CRC, if the verifier computes one. Transient faults are retried from the last byte put; a checksum mismatch
     /// (whole objects: `verifier` knows what the store promised) starts the range again.
     pub async fn range_into(
         &self,
         sink: &mut impl Sink,
         range: Range<u64>,
         verifier: &mut Verifier,
-    ) -> Result<u32> {
+    ) -> Result<Option<Checksum>> {
         self.fill(sink, range, verifier, None).await
     }
 
@@ -114,7 +115,7 @@ impl Fetch<'_> {
         verifier: &mut Verifier,
         file: &File,
         held: u64,
-    ) -> Result<u32> {
+    ) -> Result<Option<Checksum>> {
         self.fill(sink, range, verifier, Some((file, held))).await
     }
 
@@ -124,7 +125,7 @@ impl Fetch<'_> {
         range: Range<u64>,
         verifier: &mut Verifier,
         held: Option<(&File, u64)>,
-    ) -> Result<u32> {
+    ) -> Result<Option<Checksum>> {
         let mut budget = Budget::new(self.policy);
         let mut pos = range.start;
         let mut all_held = false;
@@ -159,11 +160,11 @@ impl Fetch<'_> {
         }
     }
 
-    /// The object's full-object CRC32 if the store keeps one (one HEAD, retried alike).
-    pub async fn stored_crc32(&self) -> Result<Option<u32>> {
+    /// The object's full-object checksum if the store keeps one (one HEAD, retried alike).
+    pub async fn stored_checksum(&self) -> Result<Option<Checksum>> {
         let mut budget = Budget::new(self.policy);
         loop {
-            let head = self.store.head_crc32(self.key, self.etag);
+            let head = self.store.head_checksum(self.key, self.etag);
             let err = match tokio::time::timeout(self.policy.idle_timeout, head).await {
                 Ok(Ok(crc)) => return Ok(crc),
                 Ok(Err(err)) => err,
@@ -193,8 +194,8 @@ impl Fetch<'_> {
         )
         .await
         .map_err(|_| self.stalled())??;
-        if let Some(crc) = body.crc32 {
-            verifier.expect_crc32(crc);
+        if let Some(checksum) = body.checksum {
+            verifier.expect(checksum);
         }
         let mut skip = body.skip;
         let mut stream = body.stream;

@@ -2,6 +2,7 @@
 //! stores and the local filesystem to local disk. Plain Rust; the Python bindings live
 //! behind the `python` feature in `python.rs`.
 
+pub mod checksum;
 pub mod error;
 pub mod fetch;
 pub mod journal;

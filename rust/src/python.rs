@@ -14,14 +14,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::error::Error;
+use crate::journal;
 use crate::listing::{self, ListRequest};
 use crate::read::{PendingRead, ReadOptions, ReadRequest, Reader};
 use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::runtime::runtime;
 use crate::store::{Store, StoreConfig};
+use crate::tempname;
 use crate::transfer::{self, Download, Event, Group, Job, Options};
-use crate::{journal, tempname};
+use crate::verify::Verify;
 
 pyo3::create_exception!(
     _core,
@@ -107,11 +109,17 @@ fn store_config(spec: &Bound<'_, PyDict>) -> PyResult<StoreConfig> {
     }
 }
 
+/// The process's stores for these specs. Making one (its HTTP client, TLS roots) takes
+/// milliseconds: the GIL is released meanwhile, so an asyncio loop is never held up.
 fn stores(specs: &[Bound<'_, PyDict>]) -> PyResult<Vec<Arc<Store>>> {
-    specs
-        .iter()
-        .map(|s| Store::shared(&store_config(s)?).map_err(to_py))
-        .collect()
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    let configs = specs.iter().map(store_config).collect::<PyResult<Vec<_>>>()?;
+    let shared = first
+        .py()
+        .detach(|| configs.iter().map(Store::shared).collect::<Result<Vec<_>, _>>());
+    shared.map_err(to_py)
 }
 
 /// One listed object: (key, key relative to the request, size, etag).
@@ -318,7 +326,7 @@ type JobTuple = (
 /// Start a download. `records` is `(dest, record file)`: every published file is noted
 /// there for later runs with resume=True.
 #[pyfunction]
-#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, records = None))]
+#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None))]
 #[allow(clippy::too_many_arguments)]
 fn start_download(
     specs: Vec<Bound<'_, PyDict>>,
@@ -328,6 +336,7 @@ fn start_download(
     part_size: u64,
     overwrite: bool,
     retry: RetryTuple,
+    verify: &str,
     records: Option<(PathBuf, PathBuf)>,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&specs)?;
@@ -336,6 +345,11 @@ fn start_download(
         part_size,
         overwrite,
         retry: retry_policy(retry)?,
+        verify: match verify {
+            "auto" => Verify::Auto,
+            "size" => Verify::Size,
+            other => return Err(PyValueError::new_err(format!("unknown verify mode {other:?}"))),
+        },
     };
     let jobs = jobs
         .into_iter()

@@ -18,7 +18,7 @@ use crate::fetch::{Buffer, Fetch, Progress};
 use crate::parts::split;
 use crate::retry::RetryPolicy;
 use crate::store::{ObjectInfo, Store};
-use crate::verify::Verifier;
+use crate::verify::{Verifier, Verify};
 
 /// Bytes `range` of object `key` (listed with `size` and `etag`, which pins every GET).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,9 +293,9 @@ impl Reader {
         };
         // A whole object is checked against the store's checksum, as a download would be.
         let mut verifier = if range.start == 0 && range.end == request.size {
-            Verifier::for_object(fetch.etag)
+            Verifier::for_object(fetch.etag, Verify::Auto)
         } else {
-            Verifier::for_part()
+            Verifier::for_part(None)
         };
         let mut buffer = Buffer::for_range(&range);
         if !range.is_empty() {

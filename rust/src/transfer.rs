@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::checksum::{self, Algorithm, Checksum};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetch, Journaled, Progress};
 use crate::journal::JOURNAL_FROM;
@@ -22,7 +23,7 @@ use crate::parts::split;
 use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
-use crate::verify::{combine_crc32, md5_of_etag, mismatch, OrderedDigest, Verifier};
+use crate::verify::{md5_of_etag, mismatch, OrderedDigest, Verifier, Verify};
 use crate::writer::{Stage, TempFile};
 
 /// One object to download to `dest`. With `group`, `dest` lies inside that group's
@@ -53,6 +54,7 @@ pub struct Options {
     pub part_size: u64,
     pub overwrite: bool,
     pub retry: RetryPolicy,
+    pub verify: Verify,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             part_size: 16 << 20,
             overwrite: false,
             retry: RetryPolicy::default(),
+            verify: Verify::Auto,
         }
     }
 }
@@ -186,40 +189,53 @@ struct ObjectState {
     group: Option<Arc<GroupState>>,
     /// For objects fetched in parts: how the whole is checked, learnt once (a HEAD).
     check: OnceCell<PartsCheck>,
-    /// Each part's CRC32, combined into the object's when a stored CRC32 is the check.
-    part_crcs: Vec<AtomicU32>,
+    /// Each part's CRC, combined into the object's when a stored CRC is the check.
+    part_crcs: Vec<AtomicU64>,
 }
 
 /// How an object fetched in parts is checked once every part has landed.
 enum PartsCheck {
-    /// The store keeps a full-object CRC32: combine the parts' (computed as they land).
-    Crc32(u32),
+    /// The store keeps a full-object CRC: combine the parts' (computed as they land).
+    Stored(Checksum),
     /// A single-part upload's MD5 ETag: hashed in order, overlapping later parts.
-    Md5(OrderedDigest),
+    Md5(Box<OrderedDigest>),
     /// Neither (a multipart upload without checksums): the size is the check.
     Size,
 }
 
 impl PartsCheck {
-    /// Ask the store once per object (a HEAD) for a full-object CRC32; else the ETag.
-    async fn learn(fetch: &Fetch<'_>, parts: usize) -> Result<PartsCheck> {
-        Ok(match fetch.stored_crc32().await? {
-            Some(crc) => PartsCheck::Crc32(crc),
+    /// Ask the store once per object (a HEAD) for a full-object CRC; else the ETag.
+    /// `Verify::Size` asks nothing.
+    async fn learn(fetch: &Fetch<'_>, parts: usize, verify: Verify) -> Result<PartsCheck> {
+        if verify == Verify::Size {
+            return Ok(PartsCheck::Size);
+        }
+        Ok(match fetch.stored_checksum().await? {
+            Some(checksum) => PartsCheck::Stored(checksum),
             None if fetch.etag.and_then(md5_of_etag).is_some() => {
-                PartsCheck::Md5(OrderedDigest::new(parts, Verifier::for_object(fetch.etag)))
+                let whole = Verifier::for_object(fetch.etag, verify);
+                PartsCheck::Md5(Box::new(OrderedDigest::new(parts, whole)))
             }
             None => PartsCheck::Size,
         })
+    }
+
+    /// The CRC each part computes as it lands, if the check combines them.
+    fn part_algorithm(&self) -> Option<Algorithm> {
+        match self {
+            PartsCheck::Stored(checksum) => Some(checksum.algorithm),
+            _ => None,
+        }
     }
 
     /// Once every part has landed: do the bytes match?
     fn verdict(&self, object: &ObjectState, file: &std::fs::File) -> Result<()> {
         let key = &object.job.key;
         match self {
-            PartsCheck::Crc32(want) => {
+            PartsCheck::Stored(want) => {
                 let crcs = object.part_crcs.iter().map(|c| c.load(Ordering::Relaxed));
                 let lens = object.ranges.iter().map(|r| r.end - r.start);
-                if combine_crc32(crcs.zip(lens)) == *want {
+                if checksum::combine(want.algorithm, crcs.zip(lens)) == *want {
                     Ok(())
                 } else {
                     Err(mismatch(key))
@@ -264,7 +280,7 @@ impl Engine {
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
-                part_crcs: ranges.iter().map(|_| AtomicU32::new(0)).collect(),
+                part_crcs: ranges.iter().map(|_| AtomicU64::new(0)).collect(),
                 ranges: ranges.clone(),
                 held,
                 file,
@@ -403,16 +419,19 @@ impl Engine {
         };
         let held = object.held[part];
         if object.ranges.len() == 1 {
-            let mut whole = Verifier::for_object(job.etag.as_deref());
+            let mut whole = Verifier::for_object(job.etag.as_deref(), self.options.verify);
             fill_part(&fetch, file, part, range, held, &mut whole).await?;
             return self.publish(object).await;
         }
         let check = object
             .check
-            .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len()))
+            .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len(), self.options.verify))
             .await?;
-        let crc = fill_part(&fetch, file, part, range, held, &mut Verifier::for_part()).await?;
-        object.part_crcs[part].store(crc, Ordering::Relaxed);
+        let mut verifier = Verifier::for_part(check.part_algorithm());
+        let crc = fill_part(&fetch, file, part, range, held, &mut verifier).await?;
+        if let Some(crc) = crc {
+            object.part_crcs[part].store(crc.value, Ordering::Relaxed);
+        }
         if let PartsCheck::Md5(digest) = check {
             digest
                 .part_landed(part, &file.file, &object.ranges)
@@ -428,9 +447,9 @@ impl Engine {
             }
             // A bad checksum over parts: fetch the object again as one verified stream.
             self.progress.retries.fetch_add(1, Ordering::Relaxed);
-            let mut whole = Verifier::for_object(job.etag.as_deref());
-            if let PartsCheck::Crc32(want) = check {
-                whole.expect_crc32(*want);
+            let mut whole = Verifier::for_object(job.etag.as_deref(), self.options.verify);
+            if let PartsCheck::Stored(want) = check {
+                whole.expect(*want);
             }
             fetch.range_into(&mut &file.file, 0..job.size, &mut whole).await?;
         }
@@ -492,7 +511,7 @@ async fn fill_part(
     range: Range<u64>,
     held: u64,
     verifier: &mut Verifier,
-) -> Result<u32> {
+) -> Result<Option<Checksum>> {
     match &file.journal {
         Some(journal) => {
             let mut sink = Journaled {

@@ -1,6 +1,7 @@
-//! Checking downloaded bytes against what the store says they are: a full-object CRC32
+//! Checking downloaded bytes against what the store says they are: a full-object CRC
 //! the store keeps (preferred: cheap, and parts fetched in parallel combine theirs), or
-//! the MD5 that a single-part upload's ETag is (hashed in order as parts land).
+//! the MD5 that a single-part upload's ETag is (hashed in order as parts land) — or, with
+//! `Verify::Size`, nothing but the size.
 
 use std::fs::File;
 use std::ops::Range;
@@ -10,59 +11,95 @@ use std::sync::Mutex;
 
 use md5::{Digest, Md5};
 
+use crate::checksum::{Algorithm, Checksum, Running};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::unquote;
 
-/// The bytes of one fetch as they are written: always their CRC32 (parts hand theirs on
-/// to be combined), checked against whatever the store promised for a whole object.
+/// How hard to check a downloaded object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// The size and the strongest check the store gives: a stored full-object CRC, else
+    /// a single-part upload's MD5 ETag.
+    #[default]
+    Auto,
+    /// The size only (what s5cmd and obstore check), for users who trust the transport.
+    Size,
+}
+
+/// The bytes of one fetch as they are written: a running CRC (parts hand theirs on to be
+/// combined), checked against whatever the store promised for a whole object.
 pub struct Verifier {
-    crc: crc32fast::Hasher,
-    want_crc32: Option<u32>,
+    running: Option<Running>,
+    want: Option<Checksum>,
     md5: Option<([u8; 16], Md5)>,
+    /// Bytes seen since the last `finish`: a promise that comes after some bytes went by
+    /// uncounted cannot be checked on this pass.
+    seen: u64,
+    mode: Verify,
 }
 
 impl Verifier {
-    /// For a part: nothing to check on its own.
-    pub fn for_part() -> Verifier {
+    /// For a part: nothing to check on its own; with `algorithm`, its CRC is computed
+    /// for combining into the object's.
+    pub fn for_part(algorithm: Option<Algorithm>) -> Verifier {
         Verifier {
-            crc: crc32fast::Hasher::new(),
-            want_crc32: None,
+            running: algorithm.map(Running::new),
+            want: None,
             md5: None,
+            seen: 0,
+            mode: Verify::Auto,
         }
     }
 
-    /// For a whole object: single-part uploads carry their MD5 as the ETag (32 hex digits).
-    pub fn for_object(etag: Option<&str>) -> Verifier {
-        let md5 = etag.and_then(md5_of_etag).map(|digest| (digest, Md5::new()));
+    /// For a whole object: a single-part upload carries its MD5 as the ETag (32 hex
+    /// digits); a stored CRC, if the response brings one, replaces it (`expect`).
+    pub fn for_object(etag: Option<&str>, mode: Verify) -> Verifier {
+        let md5 = match mode {
+            Verify::Auto => etag.and_then(md5_of_etag).map(|digest| (digest, Md5::new())),
+            Verify::Size => None,
+        };
         Verifier {
             md5,
-            ..Verifier::for_part()
+            mode,
+            ..Verifier::for_part(None)
         }
     }
 
-    /// The store sent the object's CRC32: as good a check as MD5 and far cheaper.
-    pub fn expect_crc32(&mut self, crc32: u32) {
-        self.want_crc32 = Some(crc32);
+    /// The store gave the object's full-object CRC: as good a check as MD5, far cheaper.
+    pub fn expect(&mut self, checksum: Checksum) {
+        if self.mode == Verify::Size {
+            return;
+        }
+        self.want = Some(checksum);
         self.md5 = None;
+        let same = self.running.as_ref().map(Running::algorithm) == Some(checksum.algorithm);
+        if !same && self.seen == 0 {
+            self.running = Some(Running::new(checksum.algorithm));
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.crc.update(data);
+        self.seen += data.len() as u64;
+        if let Some(running) = &mut self.running {
+            running.update(data);
+        }
         if let Some((_, h)) = &mut self.md5 {
             h.update(data);
         }
     }
 
-    /// Check what was promised and return the bytes' CRC32; ready for another pass.
-    pub fn finish(&mut self, key: &str) -> Result<u32> {
-        let crc = std::mem::take(&mut self.crc).finalize();
-        let crc_ok = self.want_crc32.is_none_or(|want| want == crc);
+    /// Check what was promised and return the bytes' CRC, if one was computed; ready for
+    /// another pass over the same range.
+    pub fn finish(&mut self, key: &str) -> Result<Option<Checksum>> {
+        self.seen = 0;
+        let got = self.running.as_mut().map(Running::finish);
+        let crc_ok = self.want.is_none_or(|want| got == Some(want));
         let md5_ok = self
             .md5
             .as_mut()
             .is_none_or(|(want, h)| h.finalize_reset().as_slice() == want);
         if crc_ok && md5_ok {
-            return Ok(crc);
+            return Ok(got);
         }
         Err(mismatch(key))
     }
@@ -83,15 +120,6 @@ pub fn md5_of_etag(etag: &str) -> Option<[u8; 16]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// The CRC32 of consecutive pieces, from each piece's CRC32 and length.
-pub fn combine_crc32(pieces: impl IntoIterator<Item = (u32, u64)>) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
-    for (crc, len) in pieces {
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
-    }
-    whole.finalize()
 }
 
 /// Hashes an object's parts with MD5 in order while later parts are still downloading,
@@ -173,10 +201,10 @@ mod tests {
     #[test]
     fn verifier_accepts_the_right_bytes_and_rejects_a_flipped_one() {
         let data = b"The quick brown fox jumps over the lazy dog";
-        let mut v = Verifier::for_object(Some("\"9e107d9d372bb6826bd81d3542a419d6\""));
+        let mut v = Verifier::for_object(Some("\"9e107d9d372bb6826bd81d3542a419d6\""), Verify::Auto);
         v.update(&data[..10]);
         v.update(&data[10..]);
-        assert_eq!(v.finish("k").unwrap(), crc32fast::hash(data));
+        assert_eq!(v.finish("k").unwrap(), None);
         let mut flipped = data.to_vec();
         flipped[3] ^= 1;
         v.update(&flipped);
@@ -184,25 +212,33 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_crc32_replaces_md5() {
+    fn a_stored_crc_replaces_md5_whatever_its_algorithm() {
         let data = b"hello";
-        let mut v = Verifier::for_object(Some("\"00000000000000000000000000000000\""));
-        v.expect_crc32(crc32fast::hash(data));
-        v.update(data);
-        assert!(v.finish("k").is_ok());
-        v.update(b"hellp");
-        assert_eq!(v.finish("k").unwrap_err().kind, ErrorKind::Integrity);
+        for algorithm in Algorithm::ALL {
+            let mut v = Verifier::for_object(Some("\"00000000000000000000000000000000\""), Verify::Auto);
+            v.expect(Checksum::of(algorithm, data));
+            v.update(data);
+            assert_eq!(v.finish("k").unwrap(), Some(Checksum::of(algorithm, data)));
+            v.expect(Checksum::of(algorithm, data));
+            v.update(b"hellp");
+            assert_eq!(v.finish("k").unwrap_err().kind, ErrorKind::Integrity);
+        }
     }
 
     #[test]
-    fn part_crcs_combine_into_the_objects() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let pieces = [0..1, 1..40_000, 40_000..40_000, 40_000..100_000];
-        let combined = combine_crc32(
-            pieces
-                .iter()
-                .map(|r| (crc32fast::hash(&data[r.clone()]), r.len() as u64)),
-        );
-        assert_eq!(combined, crc32fast::hash(&data));
+    fn size_only_checks_nothing_else() {
+        let mut v = Verifier::for_object(Some("\"00000000000000000000000000000000\""), Verify::Size);
+        v.expect(Checksum::of(Algorithm::Crc32, b"hello"));
+        v.update(b"other");
+        assert!(v.finish("k").is_ok());
+    }
+
+    #[test]
+    fn a_promise_after_unhashed_bytes_is_a_mismatch_not_a_pass() {
+        let mut v = Verifier::for_object(None, Verify::Auto);
+        v.update(b"he");
+        v.expect(Checksum::of(Algorithm::Crc32c, b"hello"));
+        v.update(b"llo");
+        assert_eq!(v.finish("k").unwrap_err().kind, ErrorKind::Integrity);
     }
 }

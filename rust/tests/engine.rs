@@ -13,6 +13,7 @@ use tokio::runtime::Runtime;
 use ursa::error::ErrorKind;
 use ursa::retry::RetryPolicy;
 use ursa::transfer::{self, Download, Event, Group, Job, Options};
+use ursa::verify::Verify;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -33,6 +34,7 @@ fn options() -> Options {
             max_delay: Duration::from_millis(5),
             idle_timeout: Duration::from_secs(5),
         },
+        verify: Verify::Auto,
     }
 }
 

@@ -2,6 +2,7 @@
 Parquet assets plus raw segments, uploaded into any profile's stores with catalog rows.
 This is the one place that knows how to make a recording."""
 
+from ursa.testing.framecode import frame_number_of
 from ursa.testing.recordings import (
     DEFAULT_ROWS,
     Recording,
@@ -16,6 +17,7 @@ __all__ = [
     "Recording",
     "RowSpec",
     "build_recording",
+    "frame_number_of",
     "recording_hash_for",
     "write_catalog",
 ]

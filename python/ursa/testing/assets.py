@@ -90,18 +90,28 @@ def write_zarr(
 
 
 def write_lance_events(
-    parent: Path, name: str = "events.lance", *, rows: int = 1_000, seed: int = 0
+    parent: Path,
+    name: str = "events.lance",
+    *,
+    rows: int = 1_000,
+    seed: int = 0,
+    duration_s: float | None = None,
 ) -> Path:
     """A Lance dataset of events: ``timestamp_s`` (float64, increasing), ``label``
-    (string) and ``value`` (int64)."""
+    (string) and ``value`` (int64). With ``duration_s`` the timestamps are sorted uniform
+    draws in ``[0, duration_s)``; without, gaps are exponential with a 0.5 s mean."""
     import lance
     import pyarrow as pa
 
     path = _fresh(parent, name)
     rng = np.random.default_rng(seed)
+    if duration_s is None:
+        times = np.cumsum(rng.exponential(0.5, rows))
+    else:
+        times = np.sort(rng.uniform(0.0, duration_s, rows))
     table = pa.table(
         {
-            "timestamp_s": pa.array(np.cumsum(rng.exponential(0.5, rows)), pa.float64()),
+            "timestamp_s": pa.array(times, pa.float64()),
             "label": pa.array([_EVENT_LABELS[i] for i in rng.integers(0, 4, rows)], pa.string()),
             "value": pa.array(rng.integers(0, 1_000, rows), pa.int64()),
         }
@@ -121,9 +131,13 @@ def write_mp4(
     seed: int = 0,
 ) -> Path:
     """An MP4 of ``frames`` frames (H.264 when PyAV has an encoder for it, else MPEG-4
-    part 2): a seeded colour gradient with a square moving across it, one keyframe per
-    second so a frame index has several."""
+    part 2) at ``fps``, frame ``i`` presented at ``i / fps`` s: a seeded colour gradient
+    with a square moving across it, one keyframe per second so a frame index has several.
+    Each frame carries its number (``ursa.testing.framecode``): ``frame_number_of`` on a
+    decoded frame says which one it is."""
     import av
+
+    from ursa.testing import framecode
 
     if width % 2 or height % 2:
         raise ValueError("width and height must be even (yuv420p)")
@@ -133,6 +147,7 @@ def write_mp4(
     background = np.broadcast_to(gradient, (height, width, 3)).astype(np.uint8)
     square_colour = rng.integers(0, 256, 3, dtype=np.uint8)
     side = max(2, min(width, height) // 4)
+    band = framecode.band_height(width, height)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(_video_codec(), rate=fps)
         assert isinstance(stream, av.VideoStream)
@@ -143,8 +158,9 @@ def write_mp4(
         for i in range(frames):
             image = background.copy()
             x = (i * 3) % (width - side + 1)
-            y = (height - side) // 2
+            y = max(band, (height - side) // 2)
             image[y : y + side, x : x + side] = square_colour
+            framecode.stamp(image, i)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -189,23 +205,33 @@ def write_frame_index(mp4: Path) -> Path:
 
 
 def write_parquet(
-    parent: Path, name: str = "table.parquet", *, rows: int = 1_000, seed: int = 0
+    parent: Path,
+    name: str = "table.parquet",
+    *,
+    rows: int = 1_000,
+    seed: int = 0,
+    duration_s: float | None = None,
+    row_group_size: int | None = None,
 ) -> Path:
     """A Parquet file of sensor readings: ``timestamp_s`` (float64), ``sensor`` (string),
-    ``value`` (float64)."""
+    ``value`` (float64). Row ``i`` is at ``i * duration_s / rows`` s (``i / 100`` s
+    without ``duration_s``). ``row_group_size`` rows per row group (pyarrow's default:
+    one group), so a reader can skip the groups a clip does not overlap."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = _fresh(parent, name)
     rng = np.random.default_rng(seed)
+    index = np.arange(rows)
+    times = index / 100.0 if duration_s is None else index * (duration_s / rows)
     table = pa.table(
         {
-            "timestamp_s": pa.array(np.arange(rows) / 100.0, pa.float64()),
+            "timestamp_s": pa.array(times, pa.float64()),
             "sensor": pa.array([_SENSORS[i] for i in rng.integers(0, 6, rows)], pa.string()),
             "value": pa.array(rng.standard_normal(rows), pa.float64()),
         }
     )
-    pq.write_table(table, str(path))
+    pq.write_table(table, str(path), row_group_size=row_group_size)
     return path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -38,6 +39,9 @@ class RowSpec:
     mp4_frames: int = 30
     mp4_size: int | None = None  # pad the MP4 (a trailing `free` box) to this many bytes
     table_rows: int = 1_000
+    table_row_group_rows: int | None = None  # rows per Parquet row group (None: one group)
+    sampling_rate_hz: float = 250.0  # Zarr signals
+    mp4_fps: int = 30
 
 
 DEFAULT_ROWS: tuple[RowSpec, ...] = (
@@ -72,9 +76,18 @@ def build_recording(
     recording_hash: str | None = None,
     workdir: str | os.PathLike[str] | None = None,
     checksums: bool = True,
+    duration_s: float | None = None,
 ) -> Recording:
     """Make every row's raw segments (kept after ingestion, as in production) and, for
     ingested rows, the processed asset; upload them; append the rows to the catalog.
+
+    With ``duration_s`` every asset spans exactly the recording, on the time axis of
+    SPEC §9: a Zarr signal has ``ceil(duration_s * fs)`` samples (sample ``i`` at
+    ``i / fs``; chunks of ``zarr_chunk_bytes``, ``zarr_chunks`` is ignored), events and
+    table rows have timestamps in ``[0, duration_s)`` (table row ``i`` at
+    ``i * duration_s / table_rows``), and an MP4 has ``ceil(duration_s * mp4_fps)``
+    frames (frame ``i`` at ``i / mp4_fps``). Without it the assets keep their sizes from
+    the ``RowSpec`` knobs and the catalog says 60 s, as earlier fixtures did.
 
     With ``checksums`` (the default) every object is uploaded with its CRC32, as current
     S3 SDKs do, and the store keeps it; without, as older uploaders did, an object's only
@@ -85,13 +98,21 @@ def build_recording(
     with tempfile.TemporaryDirectory(prefix="ursa-build-", dir=workdir) as tmp:
         for i, spec in enumerate(rows):
             row_seed = seed * 1000 + i
-            made.append(_build_row(prof, rhash, spec, Path(tmp) / str(i), row_seed, checksums))
+            made.append(
+                _build_row(prof, rhash, spec, Path(tmp) / str(i), row_seed, checksums, duration_s)
+            )
     write_catalog(prof, made)
     return Recording(rhash, tuple(made))
 
 
 def _build_row(
-    prof: Profile, rhash: str, spec: RowSpec, tmp: Path, seed: int, checksums: bool
+    prof: Profile,
+    rhash: str,
+    spec: RowSpec,
+    tmp: Path,
+    seed: int,
+    checksums: bool,
+    duration_s: float | None,
 ) -> ModalityRow:
     rel = f"{rhash}/{spec.modality}/" + (f"{spec.worker_id}/" if spec.worker_id else "")
     if prof.raw_bucket is None:
@@ -108,7 +129,7 @@ def _build_row(
                 "an ingested row needs an asset_format and a profile with an assets store"
             )
         name = _BASENAMES[spec.asset_format].format(m=spec.modality)
-        built = _make_asset(spec, tmp / "asset", name, seed)
+        built = _make_asset(spec, tmp / "asset", name, seed, duration_s)
         storage_uri = bucket_uri(prof.assets_bucket, rel + name)
         files = [p for p in (tmp / "asset").rglob("*") if p.is_file()]
         _upload(prof, bucket_uri(prof.assets_bucket, rel), tmp / "asset", files, checksums)
@@ -122,35 +143,65 @@ def _build_row(
         storage_uri=storage_uri,
         asset_format=spec.asset_format if spec.status == "ingested" else None,
         started_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=seed),
-        duration_s=60.0,
+        duration_s=60.0 if duration_s is None else float(duration_s),
     )
 
 
-def _make_asset(spec: RowSpec, parent: Path, name: str, seed: int) -> Path:
+def _make_asset(
+    spec: RowSpec, parent: Path, name: str, seed: int, duration_s: float | None
+) -> Path:
     parent.mkdir(parents=True)
     fmt = spec.asset_format
     if fmt == "zarr":
         channels = 8
         samples_per_chunk = max(1, spec.zarr_chunk_bytes // (4 * channels))
+        samples = samples_per_chunk * spec.zarr_chunks
+        if duration_s is not None:
+            samples = _count_before(duration_s, spec.sampling_rate_hz)
         return assets.write_zarr(
             parent,
             name,
             channels=channels,
-            samples=samples_per_chunk * spec.zarr_chunks,
+            samples=samples,
             chunk_samples=samples_per_chunk,
+            sampling_rate_hz=spec.sampling_rate_hz,
             seed=seed,
         )
     if fmt == "lance":
-        return assets.write_lance_events(parent, name, rows=spec.events, seed=seed)
+        return assets.write_lance_events(
+            parent, name, rows=spec.events, seed=seed, duration_s=duration_s
+        )
     if fmt == "mp4":
-        mp4 = assets.write_mp4(parent, name, frames=spec.mp4_frames, seed=seed)
+        frames = spec.mp4_frames
+        if duration_s is not None:
+            frames = _count_before(duration_s, spec.mp4_fps)
+        mp4 = assets.write_mp4(parent, name, frames=frames, fps=spec.mp4_fps, seed=seed)
         assets.write_frame_index(mp4)
         if spec.mp4_size is not None:
             _pad_mp4(mp4, spec.mp4_size, seed)
         return mp4
     if fmt == "parquet":
-        return assets.write_parquet(parent, name, rows=spec.table_rows, seed=seed)
+        return assets.write_parquet(
+            parent,
+            name,
+            rows=spec.table_rows,
+            seed=seed,
+            duration_s=duration_s,
+            row_group_size=spec.table_row_group_rows,
+        )
     raise ValueError(f"unknown asset_format {fmt!r}")
+
+
+def _count_before(duration_s: float, rate_hz: float) -> int:
+    """How many samples ``i / rate_hz`` lie in ``[0, duration_s)``."""
+    if not duration_s > 0:
+        raise ValueError(f"duration_s must be > 0, got {duration_s!r}")
+    count = math.ceil(duration_s * rate_hz)
+    while count > 0 and (count - 1) / rate_hz >= duration_s:
+        count -= 1
+    while count / rate_hz < duration_s:
+        count += 1
+    return count
 
 
 def _pad_mp4(mp4: Path, size: int, seed: int) -> None:

@@ -35,7 +35,7 @@ pub(super) async fn get(
     Ok(Body {
         stream,
         skip: 0,
-        crc32: None,
+        checksum: None,
     })
 }
 

@@ -18,6 +18,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::checksum::Checksum;
 use crate::error::{from_object_store, Error, ErrorKind, Result};
 
 pub(crate) use s3::unquote;
@@ -69,12 +70,12 @@ pub struct ObjectInfo {
 }
 
 /// A response body on its way in: the bytes, how many leading bytes to drop (a server
-/// that ignored Range sends the object from its start), and a full-object CRC32 if the
-/// store sent one.
+/// that ignored Range sends the object from its start), and a full-object checksum if
+/// the store sent one.
 pub struct Body {
     pub stream: BoxStream<'static, Result<Bytes>>,
     pub skip: u64,
-    pub crc32: Option<u32>,
+    pub checksum: Option<Checksum>,
 }
 
 enum Backend {
@@ -184,10 +185,10 @@ impl Store {
         }
     }
 
-    /// The full-object CRC32 the store keeps for `key`, if any (local files keep none).
-    pub async fn head_crc32(&self, key: &str, etag: Option<&str>) -> Result<Option<u32>> {
+    /// The full-object checksum the store keeps for `key`, if any (local files keep none).
+    pub async fn head_checksum(&self, key: &str, etag: Option<&str>) -> Result<Option<Checksum>> {
         match &self.backend {
-            Backend::S3(s3) => s3.head_crc32(&parse_path(key)?, key, etag).await,
+            Backend::S3(s3) => s3.head_checksum(&parse_path(key)?, key, etag).await,
             Backend::Local(_) => Ok(None),
         }
     }

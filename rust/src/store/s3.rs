@@ -7,7 +7,6 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredential};
@@ -21,11 +20,12 @@ use reqwest::header::{
 use reqwest::Method;
 
 use super::{Body, StoreConfig};
+use crate::checksum::{Algorithm, Checksum};
 use crate::error::{s3_error_code, Error, ErrorKind, Result};
 use crate::retry::{is_transient_status, parse_retry_after};
 
 const CHECKSUM_MODE: HeaderName = HeaderName::from_static("x-amz-checksum-mode");
-const CHECKSUM_CRC32: HeaderName = HeaderName::from_static("x-amz-checksum-crc32");
+const CHECKSUM_TYPE: HeaderName = HeaderName::from_static("x-amz-checksum-type");
 
 /// A key in a URL path: every byte but the unreserved ones and `/` percent-encoded, as
 /// SigV4's canonical URI wants it.
@@ -194,24 +194,29 @@ impl S3 {
         read_body(response, key, range, etag, &self.label).await
     }
 
-    /// The object's full-object CRC32, if the store keeps one (HEAD, pinned to `etag`).
-    pub(super) async fn head_crc32(&self, path: &Path, key: &str, etag: Option<&str>) -> Result<Option<u32>> {
+    /// The object's full-object checksum, if the store keeps one (HEAD, pinned to `etag`).
+    pub(super) async fn head_checksum(
+        &self,
+        path: &Path,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<Checksum>> {
         let request = self.request(Method::HEAD, path, vec![checksum_mode()], etag)?;
         let response = request.send().await.map_err(|e| transport(e, key))?;
         if response.status().as_u16() != 200 {
             return Err(status_error(response, key, &self.label).await);
         }
         check_etag(response.headers(), etag, key)?;
-        Ok(stored_crc32(response.headers()))
+        Ok(stored_checksum(response.headers()))
     }
 
     /// PUT `data`; with `checksum`, its CRC32 goes along (signed) for the store to keep.
     pub(super) async fn put(&self, path: &Path, key: &str, data: Bytes, checksum: bool) -> Result<()> {
         let mut headers = vec![];
         if checksum {
-            let crc = base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(&data).to_be_bytes());
+            let crc = Checksum::of(Algorithm::Crc32, &data).encode();
             let value = HeaderValue::from_str(&crc).expect("base64 is a valid header value");
-            headers.push((CHECKSUM_CRC32, value));
+            headers.push((HeaderName::from_static(Algorithm::Crc32.header()), value));
         }
         let request = self.request(Method::PUT, path, headers, None)?;
         let response = request.body(data).send().await.map_err(|e| transport(e, key))?;
@@ -255,8 +260,8 @@ async fn read_body(
         }
         0
     };
-    let crc32 = if status == 200 {
-        stored_crc32(headers)
+    let checksum = if status == 200 {
+        stored_checksum(headers)
     } else {
         None
     };
@@ -265,18 +270,26 @@ async fn read_body(
         .bytes_stream()
         .map_err(move |e| transport(e, &owned_key))
         .boxed();
-    Ok(Body { stream, skip, crc32 })
+    Ok(Body {
+        stream,
+        skip,
+        checksum,
+    })
 }
 
-/// A full-object CRC32 header. Composite checksums of multipart uploads (`…-N`) are
-/// not the CRC32 of the bytes and are not taken.
-fn stored_crc32(headers: &HeaderMap) -> Option<u32> {
-    decode_crc32(headers.get(CHECKSUM_CRC32)?.to_str().ok()?)
-}
-
-fn decode_crc32(b64: &str) -> Option<u32> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+/// A full-object checksum header (CRC64NVME, CRC32C or CRC32). Composite checksums of
+/// multipart uploads (`…-N`, type COMPOSITE) are not the bytes' CRC and are not taken.
+fn stored_checksum(headers: &HeaderMap) -> Option<Checksum> {
+    let composite = headers
+        .get(CHECKSUM_TYPE)
+        .is_some_and(|t| t.as_bytes().eq_ignore_ascii_case(b"COMPOSITE"));
+    if composite {
+        return None;
+    }
+    Algorithm::ALL.into_iter().find_map(|algorithm| {
+        let value = headers.get(algorithm.header())?.to_str().ok()?;
+        algorithm.decode(value)
+    })
 }
 
 pub(crate) fn unquote(etag: &str) -> &str {
@@ -343,12 +356,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_full_object_crc32_only() {
+    fn reads_full_object_checksums_only() {
+        let crc32 = HeaderName::from_static("x-amz-checksum-crc32");
         let mut headers = HeaderMap::new();
-        headers.insert(CHECKSUM_CRC32, HeaderValue::from_static("NhCmhg=="));
-        assert_eq!(stored_crc32(&headers), Some(0x3610a686));
-        headers.insert(CHECKSUM_CRC32, HeaderValue::from_static("NhCmhg==-3"));
-        assert_eq!(stored_crc32(&headers), None);
+        headers.insert(crc32.clone(), HeaderValue::from_static("NhCmhg=="));
+        let want = Checksum {
+            algorithm: Algorithm::Crc32,
+            value: 0x3610a686,
+        };
+        assert_eq!(stored_checksum(&headers), Some(want));
+        headers.insert(crc32, HeaderValue::from_static("NhCmhg==-3"));
+        assert_eq!(stored_checksum(&headers), None);
+        headers.insert(
+            "x-amz-checksum-crc64nvme",
+            HeaderValue::from_static("Fg5AiE8Eaws="),
+        );
+        assert_eq!(stored_checksum(&headers).unwrap().algorithm, Algorithm::Crc64Nvme);
+        headers.insert(CHECKSUM_TYPE, HeaderValue::from_static("COMPOSITE"));
+        assert_eq!(stored_checksum(&headers), None);
     }
 
     #[test]
