@@ -431,6 +431,11 @@ def test_cli_resume(faulty: FaultProxy, rec: Recording, tmp_path: Path) -> None:
 
     assert run().returncode == 0
     assert run().returncode == 3, "without --resume an existing file is a collision"
+    dry = run("--resume", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert plan["files_skipped"] == plan["files"] > 0 and plan["files_to_fetch"] == 0
+    assert plan["bytes_to_fetch"] == 0 and not plan["would_fail"]
     faulty.clear()
     again = run("--resume")
     assert again.returncode == 0, again.stderr
