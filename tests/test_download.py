@@ -7,6 +7,7 @@ import logging
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import lance
 import pytest
@@ -30,14 +31,14 @@ from ursa.testing import Recording, RowSpec, build_recording
 
 def store_bytes(boto: Any, profile: Profile, uri: str) -> bytes:
     loc = locate(profile, uri)
-    bucket = loc.spec["bucket"]
+    bucket = urlsplit(uri).netloc
     return boto.get_object(Bucket=bucket, Key=loc.key)["Body"].read()  # type: ignore[no-any-return]
 
 
 def listed(boto: Any, profile: Profile, prefix_uri: str) -> list[str]:
     loc = locate(profile, prefix_uri)
     pages = boto.get_paginator("list_objects_v2").paginate(
-        Bucket=loc.spec["bucket"], Prefix=loc.key
+        Bucket=urlsplit(prefix_uri).netloc, Prefix=loc.key
     )
     return sorted((o["Key"] for p in pages for o in p.get("Contents", [])), key=str.encode)
 

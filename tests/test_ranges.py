@@ -59,8 +59,8 @@ def put(boto: Any, key: str, size: int, seed: int) -> tuple[bytes, str]:
 
 
 def reader_for(proxy: FaultProxy, **options: Any) -> RangeReader:
-    spec = locate(profile_for(proxy.endpoint), f"s3://{BUCKET}/").spec
-    return RangeReader(spec, retry=FAST, **options)
+    store = locate(profile_for(proxy.endpoint), f"s3://{BUCKET}/").store
+    return RangeReader(store, retry=FAST, **options)
 
 
 def gets(proxy: FaultProxy, key: str) -> list[str | None]:

@@ -3,8 +3,11 @@ byte right, nothing left behind, memory flat."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import logging
+import pickle
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,35 @@ def test_secrets_never_appear(
     assert not leaks, leaks[0][:300]
 
 
+def test_no_secret_is_reachable_from_public_objects(
+    profile: Profile, mixed: Recording, tmp_path: Path
+) -> None:
+    """Plans, planned files, events and locations: not through repr, str,
+    dataclasses.asdict, vars, copy or pickle (a store handle refuses to be pickled)."""
+    data = DataInterface(profile)
+    rows = data.query(recording_hash=mixed.recording_hash)
+    plan = data.plan_download(rows, tmp_path)
+    events: list[DownloadProgress] = []
+    data.download(rows, tmp_path, progress=events.append)
+    loc = locate(profile, rows[0].storage_uri or "")
+    seen: list[str] = []
+    refused = 0
+    for obj in (plan, *plan.files, *events, loc, *plan.stores):
+        seen += [repr(obj), str(obj)]
+        if dataclasses.is_dataclass(obj):
+            seen += [repr(dataclasses.asdict(obj)), repr(vars(obj))]  # type: ignore[arg-type]
+        seen.append(repr(copy.deepcopy(obj)))
+        try:
+            seen.append(pickle.dumps(obj).decode("latin-1"))
+        except TypeError as exc:
+            assert "cannot be pickled" in str(exc)
+            refused += 1
+    assert refused >= 3, "plan, location and store handles hold a store: never pickled"
+    leaks = [text[:200] for text in seen if SECRET_KEY in text]
+    assert not leaks, leaks[0]
+    assert copy.deepcopy(plan).stores == plan.stores, "a handle copies as itself"
+
+
 def test_no_credentials_in_any_request_line(proxy: FaultProxy, tmp_path: Path) -> None:
     """Uploads, listings, HEADs, whole and ranged GETs all go signed in headers: no
     request line a proxy or an access log records holds a signature or the key id."""
@@ -91,8 +123,8 @@ def test_no_credentials_in_any_request_line(proxy: FaultProxy, tmp_path: Path) -
     paths = data.download(data.query(recording_hash=rec.recording_hash), tmp_path, part_size=MiB)
     mp4 = next(p for p in paths if p.name == "camera.mp4")
     loc = locate(profile, rec.rows[0].storage_uri or "")
-    size, etag = RangeReader(loc.spec).head(loc.key)
-    assert RangeReader(loc.spec).read([ByteRange(loc.key, size, etag, 5, 500)]) == [
+    size, etag = RangeReader(loc.store).head(loc.key)
+    assert RangeReader(loc.store).read([ByteRange(loc.key, size, etag, 5, 500)]) == [
         mp4.read_bytes()[5:500]
     ]
     records = proxy.records()

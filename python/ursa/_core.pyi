@@ -1,9 +1,9 @@
-"""Stubs for the Rust extension (see rust/src/python.rs)."""
+"""Stubs for the Rust extension (see rust/src/python/)."""
 
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from typing import final
+from typing import Literal, NoReturn, TypedDict, final
 
 __all__ = [
     "DEFAULT_COALESCE_GAP",
@@ -15,6 +15,7 @@ __all__ = [
     "DownloadHandle",
     "RangeReader",
     "ReadHandle",
+    "Store",
     "clean_stale",
     "find_resumable",
     "find_stages",
@@ -24,8 +25,20 @@ __all__ = [
     "start_download",
 ]
 
-_StoreSpec = dict[str, object]
 _Listed = tuple[str, str, int, str | None]
+
+class _File(TypedDict):
+    store: int
+    key: str
+    size: int
+    etag: str | None
+    dest: str
+    group: int | None
+    adopt: str | None
+
+class _Group(TypedDict):
+    dest: str
+    adopt: str | None
 
 DEFAULT_MAX_CONCURRENCY: int
 DEFAULT_PART_SIZE: int
@@ -36,11 +49,20 @@ DEFAULT_COALESCE_GAP: int
 class CoreError(Exception):
     """args: (kind, message, key, attempts, cause); cause is (kind, message, key, attempts)."""
 
+@final
+class Store:
+    def __new__(cls, spec: dict[str, object]) -> Store: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def __copy__(self) -> Store: ...
+    def __deepcopy__(self, memo: object, /) -> Store: ...
+    def __reduce__(self) -> NoReturn: ...
+
 def list_objects(
-    specs: list[_StoreSpec], requests: list[tuple[int, str, bool]]
+    handles: list[Store], requests: list[tuple[int, str, bool]]
 ) -> list[list[_Listed]]: ...
 def put_files(
-    spec: _StoreSpec,
+    store: Store,
     items: Sequence[tuple[str | PathLike[str], str]],
     concurrency: int,
     checksum: bool = True,
@@ -50,9 +72,9 @@ def find_resumable(dirs: list[str]) -> list[tuple[Path, Path, str | None, int, i
 def find_stages(dirs: list[str]) -> list[tuple[Path, Path]]: ...
 def host_name() -> str: ...
 def start_download(
-    specs: list[_StoreSpec],
-    jobs: list[tuple[int, str, int, str | None, str, int | None, str | None]],
-    groups: list[tuple[str, str | None]],
+    handles: list[Store],
+    files: list[_File],
+    groups: list[_Group],
     *,
     max_concurrency: int,
     part_size: int,
@@ -64,7 +86,9 @@ def start_download(
 
 @final
 class DownloadHandle:
-    def next_events(self, timeout_s: float) -> list[tuple[int, int]] | None: ...
+    def next_events(
+        self, timeout_s: float
+    ) -> list[tuple[Literal["file", "directory"], int]] | None: ...
     def bytes_done(self) -> int: ...
     def retries(self) -> int: ...
     def cancel(self) -> None: ...
@@ -74,7 +98,7 @@ class DownloadHandle:
 class RangeReader:
     def __new__(
         cls,
-        spec: _StoreSpec,
+        store: Store,
         *,
         max_concurrency: int,
         part_size: int,

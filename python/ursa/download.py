@@ -215,22 +215,26 @@ def _transfer(
         | {position[d] for d in continued}
     )
     group = {d: n for n, d in enumerate(staged)}
-    jobs = [
-        (
-            f.store,
-            f.key,
-            f.size,
-            f.etag,
-            str(f.path),
-            None if f.directory is None else group.get(f.directory),
-            _str(f.adopt),
-        )
+    files: list[_core._File] = [
+        {
+            "store": f.store,
+            "key": f.key,
+            "size": f.size,
+            "etag": f.etag,
+            "dest": str(f.path),
+            "group": None if f.directory is None else group.get(f.directory),
+            "adopt": _str(f.adopt),
+        }
         for f in (plan.files[i] for i in fetched)
+    ]
+    groups: list[_core._Group] = [
+        {"dest": str(plan.directories[d]), "adopt": _str(continued.get(plan.directories[d]))}
+        for d in staged
     ]
     handle = _core.start_download(
         list(plan.stores),
-        jobs,
-        [(str(plan.directories[d]), _str(continued.get(plan.directories[d]))) for d in staged],
+        files,
+        groups,
         max_concurrency=tuning.max_concurrency,
         part_size=tuning.part_size,
         overwrite=overwrite,
@@ -254,7 +258,7 @@ def _transfer(
         rows.release()
         while (batch := (yield _Poll(handle, wait))) is not None:
             for kind, index in batch:
-                if kind == 0:
+                if kind == "file":
                     rows.file_done(fetched[index])
                 else:
                     rows.dir_done(staged[index])
@@ -339,7 +343,9 @@ async def _drive_async(steps: _Sequence, cancel: CancelToken | None) -> list[Pat
             error = exc
 
 
-async def _drain_poll(handle: _core.DownloadHandle) -> list[tuple[int, int]] | None:
+async def _drain_poll(
+    handle: _core.DownloadHandle,
+) -> list[tuple[Literal["file", "directory"], int]] | None:
     """One poll of a cancelled engine. A second cancellation of the task does not cut
     the clean-up short (the first one is already on its way up)."""
     batch = handle.next_events(0.0)

@@ -20,7 +20,7 @@ from ursa.errors import ObjectNotFoundError, raise_from_core
 from ursa.layouts import Layout, row_dir
 from ursa.profiles import Profile
 from ursa.sources import Part, Source, parts_for
-from ursa.stores import Location, StoreSpec, locate
+from ursa.stores import Location, locate
 
 Action = Literal["fetch", "skip", "resume"]
 
@@ -55,7 +55,7 @@ class DownloadPlan:
     directories: tuple[Path, ...]
     collisions: tuple[Path, ...]
     bytes_total: int
-    stores: tuple[StoreSpec, ...] = field(default=(), repr=False, compare=False)
+    stores: tuple[_core.Store, ...] = field(default=(), repr=False, compare=False)
     #: Directory assets already in place and kept (resume); their missing files are
     #: published one by one into them.
     kept: tuple[Path, ...] = ()
@@ -380,18 +380,14 @@ def _stream_order(files: list[PlannedFile], directories: list[Path]) -> dict[Pat
 
 def _requests(
     located: list[list[tuple[Part, Location]]],
-) -> tuple[list[StoreSpec], list[tuple[int, str, bool]]]:
-    """One store spec per distinct store, and the listing requests against them."""
-    index: dict[tuple[object, ...], int] = {}
-    stores: list[StoreSpec] = []
+) -> tuple[list[_core.Store], list[tuple[int, str, bool]]]:
+    """Each distinct store once, and the listing requests against them."""
+    index: dict[_core.Store, int] = {}
     requests: list[tuple[int, str, bool]] = []
     for parts in located:
         for part, loc in parts:
-            if loc.store_id not in index:
-                index[loc.store_id] = len(stores)
-                stores.append(loc.spec)
-            requests.append((index[loc.store_id], loc.key, part.is_prefix))
-    return stores, requests
+            requests.append((index.setdefault(loc.store, len(index)), loc.key, part.is_prefix))
+    return list(index), requests
 
 
 def _check_unique(files: list[PlannedFile], directories: list[Path]) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from ursa import _core
 from ursa.errors import raise_from_core
 from ursa.retry import RetryPolicy
-from ursa.stores import StoreSpec
 
 _POLL_S = 0.1  # how often a blocking wait wakes to let Python see Ctrl+C
 
@@ -68,12 +67,12 @@ class PendingRead:
 
 
 class RangeReader:
-    """Ranged reads of one store (a spec from ``ursa.stores.locate``), sharing one HTTP
+    """Ranged reads of one store (``ursa.stores.locate(...).store``), sharing one HTTP
     connection pool, one limit on requests in flight and one byte budget."""
 
     def __init__(
         self,
-        spec: StoreSpec,
+        store: _core.Store,
         *,
         max_concurrency: int | None = None,
         retry: RetryPolicy | None = None,
@@ -89,7 +88,7 @@ class RangeReader:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._reader = _core.RangeReader(
-            spec,
+            store,
             max_concurrency=concurrency,
             part_size=_core.DEFAULT_READ_PART_SIZE if part_size is None else part_size,
             coalesce_gap=_core.DEFAULT_COALESCE_GAP if coalesce_gap is None else coalesce_gap,

@@ -10,25 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from ursa import _core
 from ursa.credentials import Credentials, resolve_credentials
 from ursa.profiles import Profile
-
-StoreSpec = dict[str, object]
 
 
 @dataclass(frozen=True)
 class Location:
-    """A store and a key (or key prefix) within it. ``spec`` carries credentials: it goes
-    to the engine and is never shown (``repr=False``)."""
+    """A store and a key (or key prefix) within it. ``store`` is the engine's opaque
+    handle: equal for every location on one store, and nothing reads credentials back out
+    of it (no attribute, repr or pickle)."""
 
     uri: str
     key: str
-    spec: StoreSpec = field(repr=False, compare=False)
-
-    @property
-    def store_id(self) -> tuple[object, ...]:
-        """Identifies the store, so that locations on one store share it."""
-        return (self.spec["kind"], self.spec.get("bucket"))
+    store: _core.Store = field(repr=False)
 
 
 def is_remote(uri: str) -> bool:
@@ -36,14 +31,14 @@ def is_remote(uri: str) -> bool:
 
 
 def locate(profile: Profile, uri: str) -> Location:
-    """Resolve ``uri`` to a store spec and key. Credentials are resolved here, the first
+    """Resolve ``uri`` to a store and key. Credentials are resolved here, the first
     time a role is used, so catalog-only or local work needs none."""
     parts = urlsplit(uri)
     if parts.scheme == "file":
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise ValueError(f"file:// URIs must be absolute: {uri!r}")
-        return Location(uri, path.lstrip("/"), {"kind": "local"})
+        return Location(uri, path.lstrip("/"), _core.Store({"kind": "local"}))
     if parts.scheme != "s3" or not parts.netloc:
         raise ValueError(
             f"unsupported storage URI {uri!r}: expected s3://bucket/key or file:///path"
@@ -56,7 +51,7 @@ def locate(profile: Profile, uri: str) -> Location:
         )
     creds = resolve_credentials(profile, role)
     endpoint = profile.require_endpoint()
-    spec: StoreSpec = {
+    spec = {  # holds the secret only until the engine has it
         "kind": "s3",
         "bucket": bucket,
         "endpoint": endpoint,
@@ -66,7 +61,7 @@ def locate(profile: Profile, uri: str) -> Location:
         "secret_access_key": creds.secret_access_key,
         "label": f"profile {profile.name!r} (role {role!r}, s3://{bucket} at {endpoint})",
     }
-    return Location(uri, parts.path.lstrip("/"), spec)
+    return Location(uri, parts.path.lstrip("/"), _core.Store(spec))
 
 
 def bucket_uri(bucket: str, key: str = "") -> str:

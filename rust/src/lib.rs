@@ -1,6 +1,6 @@
 //! ursa's transfer engine: concurrent, ranged, verified downloads from S3-compatible
 //! stores and the local filesystem to local disk. Plain Rust; the Python bindings live
-//! behind the `python` feature in `python.rs`.
+//! behind the `python` feature in `python/`.
 
 pub mod checksum;
 pub mod error;

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ursa import _core
 from ursa.catalog import ModalityRow
 from ursa.delivery.fileobj import RangeFile
 from ursa.delivery.signals import SignalAsset
@@ -25,7 +26,7 @@ from ursa.delivery.video import FrameIndex, VideoClip
 from ursa.profiles import Profile
 from ursa.ranges import ByteRange, RangeReader
 from ursa.retry import RetryPolicy
-from ursa.stores import StoreSpec, locate
+from ursa.stores import locate
 
 FORMATS = ("zarr", "lance", "mp4", "parquet")
 
@@ -63,13 +64,13 @@ class Readers:
 
     def locate(self, uri: str, *, batch: bool = False) -> tuple[RangeReader, str]:
         loc = locate(self.profile, uri)
-        slot = (*loc.store_id, batch)
+        slot = (loc.store, batch)
         held = self._readers.get(slot)
         if held is None:
             if batch and not self._share_batch:
-                reader = _new_reader(loc.spec, self._args)
+                reader = _new_reader(loc.store, self._args)
             else:
-                reader = _shared_reader(loc.spec, batch, self._args)
+                reader = _shared_reader(loc.store, batch, self._args)
             held = (reader, reader.bytes_fetched, reader.retries)
             self._readers[slot] = held
         return held[0], loc.key
@@ -89,19 +90,18 @@ _SHARED_MAX = 8
 _SHARED_LOCK = threading.Lock()
 
 
-def _new_reader(spec: StoreSpec, args: ReaderArgs) -> RangeReader:
+def _new_reader(store: _core.Store, args: ReaderArgs) -> RangeReader:
     concurrency, retry, budget = args
-    return RangeReader(spec, max_concurrency=concurrency, retry=retry, max_inflight_bytes=budget)
+    return RangeReader(store, max_concurrency=concurrency, retry=retry, max_inflight_bytes=budget)
 
 
-def _shared_reader(spec: StoreSpec, batch: bool, args: ReaderArgs) -> RangeReader:
-    # The key holds the spec's credentials in memory only, like the spec itself. The pid:
-    # a forked child (a DataLoader worker) must build its own, as the engine does.
-    key = (os.getpid(), tuple(sorted((k, str(v)) for k, v in spec.items())), batch, args)
+def _shared_reader(store: _core.Store, batch: bool, args: ReaderArgs) -> RangeReader:
+    # The pid: a forked child (a DataLoader worker) must build its own, as the engine does.
+    key = (os.getpid(), store, batch, args)
     with _SHARED_LOCK:
         reader = _SHARED.get(key)
         if reader is None:
-            reader = _SHARED[key] = _new_reader(spec, args)
+            reader = _SHARED[key] = _new_reader(store, args)
             while len(_SHARED) > _SHARED_MAX:
                 _SHARED.popitem(last=False)
         _SHARED.move_to_end(key)

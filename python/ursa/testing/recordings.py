@@ -224,7 +224,7 @@ def _upload(
     loc = locate(prof, base_uri)
     items = [(str(f), loc.key + f.relative_to(root).as_posix()) for f in files]
     try:
-        _core.put_files(loc.spec, items, 16, checksum=checksums)
+        _core.put_files(loc.store, items, 16, checksum=checksums)
     except _core.CoreError as exc:
         raise_from_core(exc)
 
