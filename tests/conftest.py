@@ -89,20 +89,33 @@ def recording(profile: Profile) -> Recording:
     return build_recording(profile, seed=0)
 
 
-@pytest.fixture(scope="session")
-def boto(s3: SeaweedServer) -> Any:
-    """An independent S3 client, to check downloaded bytes against the store."""
+@pytest.fixture
+def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
+    """The session's proxy with no rules and no records, cleared again after the test."""
+    proxy.clear()
+    yield proxy
+    proxy.clear()
+
+
+def boto_client(endpoint: str, **config: Any) -> Any:
+    """An independent S3 client (boto3), to check bytes against the store."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
-        endpoint_url=s3.endpoint,
+        endpoint_url=endpoint,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
+        config=Config(s3={"addressing_style": "path"}, **config),
     )
+
+
+@pytest.fixture(scope="session")
+def boto(s3: SeaweedServer) -> Any:
+    """An independent S3 client, to check downloaded bytes against the store."""
+    return boto_client(s3.endpoint)
 
 
 @pytest.fixture

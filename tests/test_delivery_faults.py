@@ -6,7 +6,6 @@ closing a stream stops its requests."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -37,13 +36,6 @@ ROWS = (
 @pytest.fixture(scope="module")
 def rec(profile: Profile) -> Recording:
     return build_recording(profile, ROWS, seed=941, duration_s=100.0)
-
-
-@pytest.fixture
-def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.clear()
-    yield proxy
-    proxy.clear()
 
 
 def row(rec: Recording, modality: str) -> ModalityRow:

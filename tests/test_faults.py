@@ -9,7 +9,6 @@ import hashlib
 import itertools
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,6 @@ from ursa.testing import Recording, RowSpec, build_recording
 
 MiB = 1 << 20
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, idle_timeout_s=2.0)
-
-
-@pytest.fixture
-def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.clear()
-    yield proxy
-    proxy.clear()
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ retries mid-read, whole-object checksums, cancellation and the byte budget."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import ACCESS_KEY, SECRET_KEY, profile_for
+from conftest import boto_client, profile_for
 from faultproxy import FaultProxy, Rule
 from ursa import IntegrityError, ObjectChangedError, RetryPolicy
 from ursa.ranges import ByteRange, RangeReader
@@ -24,30 +23,11 @@ FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, idle_tim
 BUCKET = "ursa-assets"
 
 
-@pytest.fixture
-def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.clear()
-    yield proxy
-    proxy.clear()
-
-
 @pytest.fixture(scope="module")
 def boto(s3: SeaweedServer) -> Any:
     """boto3 uploading as older SDKs did (no stored checksum: an object's only check is
     its MD5 ETag), and reading as the oracle."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-        config=Config(
-            s3={"addressing_style": "path"}, request_checksum_calculation="when_required"
-        ),
-    )
+    return boto_client(s3.endpoint, request_checksum_calculation="when_required")
 
 
 def put(boto: Any, key: str, size: int, seed: int) -> tuple[bytes, str]:

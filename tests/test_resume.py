@@ -41,13 +41,6 @@ def rec(profile: Profile) -> Recording:
 
 
 @pytest.fixture
-def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    proxy.clear()
-    yield proxy
-    proxy.clear()
-
-
-@pytest.fixture
 def data(faulty: FaultProxy) -> DataInterface:
     return DataInterface(profile_for(faulty.endpoint))
 
