@@ -419,8 +419,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         'Tools: `ursa` (verify="auto": a stored CRC32/CRC32C/CRC64NVME, else a single-part '
         'MD5 ETag, else the size), `ursa-size` (verify="size"), s5cmd (no check), rclone '
         "(its default checks on: size, and the MD5 of single-part objects against the ETag), "
-        "obstore (no check), boto3 (`download_file`, 64 threads), crt (boto3's CRT transfer "
-        "client, awscrt's S3 client). `md5` is hashlib.md5 over the single-PUT object's "
+        "obstore (no check), boto3 (`download_file`, 64 threads), crt (awscrt's S3 client through "
+        "s3transfer's CRT manager, as the AWS CLI's crt client; boto3's "
+        '`preferred_transfer_client="crt"` drops endpoint_url, see runner.py). '
+        "`md5` is hashlib.md5 over the single-PUT object's "
         "1 GiB, already in memory, on one core (the MD5 bound). The calls workload: "
         f"`ursa-calls` makes {CALLS} sequential `download()` calls of a one-object row in one "
         f"process (the catalog queried once, before the clock), `obstore-calls` the same "
