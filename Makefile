@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-scaling bench-delivery bench-resume bench-engine browser clean
+.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-resume bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -45,7 +45,14 @@ test: build lint browser
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/maturin develop --quiet --release
-	$(BIN)/pytest benches -p no:cacheprovider --benchmark-only
+	$(BIN)/pytest benches -p no:cacheprovider
+
+# The same workloads with the tools writing to the disk instead of tmpfs:
+# docs/benchmarks-disk.md.
+bench-disk: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/maturin develop --quiet --release
+	URSA_BENCH_DEST=disk $(BIN)/pytest benches -p no:cacheprovider
 
 # Time against object count and size, ursa and s5cmd: docs/benchmarks-scaling.{md,png}.
 bench-scaling: $(STAMP)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+import uploads
 from ursa import Profile
 from ursa.testing import RowSpec, build_recording
 from ursa.testing.seaweed import SeaweedServer, start_seaweed
@@ -29,46 +30,53 @@ RUNNER = Path(__file__).with_name("runner.py")
 
 
 class Workload(NamedTuple):
-    """The same bytes for every tool. Objects are uploaded with a stored CRC32, as current
-    S3 SDKs do, unless `checksums` is false (older uploaders: an MD5 ETag only)."""
+    """The same bytes for every tool, uploaded as `upload` says (benches/uploads.py: a
+    single PUT with only an MD5 ETag, multipart with or without a full-object CRC, or
+    the engine's upload with a stored CRC32). `tools` replaces the usual peers."""
 
     rows: list[RowSpec]
     bucket: str
     source: str
     status: str
     what: str
-    checksums: bool = True
+    upload: str = "engine"
+    tools: tuple[str, ...] | None = None
+
+
+def _mp4(upload: str, what: str) -> Workload:
+    row = RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=GiB)
+    return Workload([row], "ursa-assets", "auto", "ingested", f"one 1 GiB MP4, {what}", upload)
+
+
+def _raw(count: int, size: int, upload: str, what: str) -> Workload:
+    row = RowSpec("eeg", status="raw", segments=count, segment_size=size)
+    return Workload([row], "ursa-raw", "raw", "raw", what, upload)
 
 
 WORKLOADS: dict[str, Workload] = {
-    "raw-2000x256KiB": Workload(
-        [RowSpec("eeg", status="raw", segments=2000, segment_size=256 << 10)],
-        "ursa-raw",
-        "raw",
-        "raw",
-        "2,000 raw segments of 256 KiB",
+    "mp4-1GiB-put": _mp4("put", "single PUT without checksum (MD5 ETag)"),
+    "mp4-1GiB-mpu": _mp4("mpu", "multipart (8 MiB parts) without checksum (`-N` ETag)"),
+    "mp4-1GiB-crc32": _mp4("mpu-crc32", "multipart with a FULL_OBJECT CRC32"),
+    "mp4-1GiB-crc32c": _mp4("mpu-crc32c", "multipart with a FULL_OBJECT CRC32C"),
+    "mp4-1GiB-crc64nvme": _mp4("mpu-crc64nvme", "multipart with a FULL_OBJECT CRC64NVME"),
+    "raw-2000x256KiB-put": _raw(
+        2000, 256 << 10, "put", "2,000 raw segments of 256 KiB, single PUT (MD5 ETag)"
     ),
-    "mp4-1GiB": Workload(
-        [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=GiB)],
-        "ursa-assets",
-        "auto",
-        "ingested",
-        "one 1 GiB MP4 (+ its small frame index)",
+    "raw-2000x256KiB-crc32": _raw(
+        2000, 256 << 10, "put-crc32", "2,000 raw segments of 256 KiB, single PUT with CRC32"
     ),
-    "mp4-1GiB-md5": Workload(
-        [RowSpec("camera", asset_format="mp4", segments=1, segment_size=1, mp4_size=GiB)],
-        "ursa-assets",
-        "auto",
-        "ingested",
-        "the same 1 GiB MP4 uploaded without a stored checksum (its MD5 ETag is the check)",
-        checksums=False,
+    "tiny-20000x4KiB-put": _raw(
+        20_000, 4 << 10, "put", "20,000 raw segments of 4 KiB, single PUT (MD5 ETag)"
+    ),
+    "tiny-20000x4KiB-crc32": _raw(
+        20_000, 4 << 10, "put-crc32", "20,000 raw segments of 4 KiB, single PUT with CRC32"
     ),
     "zarr-4000x32KiB": Workload(
         [RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=4000)],
         "ursa-assets",
         "auto",
         "ingested",
-        "a Zarr store of 4,000 chunks of 32 KiB",
+        "a Zarr store of 4,000 chunks of 32 KiB (engine upload, CRC32)",
     ),
     "mixed-session": Workload(
         [
@@ -80,17 +88,35 @@ WORKLOADS: dict[str, Workload] = {
         "ursa-assets",
         "auto",
         "ingested",
-        "Zarr (500 chunks) + Lance + 512 MiB MP4 + Parquet",
+        "Zarr (500 chunks) + Lance + 512 MiB MP4 + Parquet (engine upload, CRC32)",
     ),
-    "tiny-20000x4KiB": Workload(
-        [RowSpec("events", status="raw", segments=20_000, segment_size=4 << 10)],
+    "rows-1000x5": Workload(
+        [
+            RowSpec("eeg", f"w{i:04d}", status="raw", segments=5, segment_size=64 << 10)
+            for i in range(1000)
+        ],
         "ursa-raw",
         "raw",
         "raw",
-        "20,000 raw segments of 4 KiB",
+        "1,000 rows x 5 raw segments of 64 KiB in one call, single PUT (MD5 ETag)",
+        "put",
+    ),
+    "calls-200x1": Workload(
+        [RowSpec("eeg", status="raw", segments=1, segment_size=256 << 10)],
+        "ursa-raw",
+        "raw",
+        "raw",
+        "200 sequential downloads of a one-object row (256 KiB, single PUT), one process",
+        "put",
+        ("ursa-calls", "obstore-calls"),
     ),
 }
-TOOLS = ("ursa", "s5cmd", "rclone", "obstore", "boto3")
+TOOLS = ("ursa", "ursa-size", "s5cmd", "rclone", "obstore", "boto3", "crt")
+MD5_WORKLOAD = "mp4-1GiB-put"  # also runs the MD5 bound (hashlib over the same bytes)
+CALLS = 200
+SLOW_S = 30.0  # a tool slower than this in round 1 runs once (boto3 on 20,000 objects)
+DEST = os.environ.get("URSA_BENCH_DEST", "tmpfs")
+assert DEST in ("tmpfs", "disk"), "URSA_BENCH_DEST must be tmpfs or disk"
 
 
 def selected(env: str, every: tuple[str, ...]) -> list[str]:
@@ -123,36 +149,49 @@ def profile_fields(server: SeaweedServer) -> dict[str, Any]:
 _built: dict[str, dict[str, Any]] = {}
 
 
-@pytest.fixture
-def workload(
-    request: pytest.FixtureRequest, profile_fields: dict[str, Any], scratch: Path
-) -> dict[str, Any]:
-    name: str = request.param
-    if name not in _built:
-        rows, bucket, source, status, _, checksums = WORKLOADS[name]
-        profile = Profile(**profile_fields, access_key_id=KEY, secret_access_key=SECRET)
-        # Each workload its own seed, hence its own recording hash and key prefix: a
-        # shared one would put another workload's objects in this one's download.
-        rec = build_recording(
-            profile, rows, seed=list(WORKLOADS).index(name) + 1,
-            workdir=scratch, checksums=checksums,
-        )  # fmt: skip
-        assert all(b["recording_hash"] != rec.recording_hash for b in _built.values())
-        os.sync()  # the upload's writeback (the server's volumes) must not land in a run
-        prefix = f"{rec.recording_hash}/"
-        _built[name] = {
-            "name": name,
-            "endpoint": profile_fields["endpoint"],
-            "bucket": bucket,
-            "prefix": prefix,
-            "profile": profile_fields,
-            "recording_hash": rec.recording_hash,
-            "source": source,
-            "status": status,
-            "concurrency": 64,
-            "part_size": 16 * MiB,
-        }
-    return _built[name]
+def build(name: str, profile_fields: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Generate a workload with ursa.testing (content and catalog rows), upload its objects
+    as its `upload` mode says, and return the spec every tool gets."""
+    if name in _built:
+        return _built[name]
+    w = WORKLOADS[name]
+    profile = Profile(**profile_fields, access_key_id=KEY, secret_access_key=SECRET)
+    # Each workload its own seed, hence its own recording hash and key prefix: a shared
+    # one would put another workload's objects in this one's download.
+    rec = build_recording(
+        profile, w.rows, seed=list(WORKLOADS).index(name) + 1, workdir=scratch,
+        checksums=w.upload == "engine",
+    )  # fmt: skip
+    assert all(b["recording_hash"] != rec.recording_hash for b in _built.values())
+    prefix = f"{rec.recording_hash}/"
+    s3 = uploads.client(profile_fields["endpoint"], KEY, SECRET)
+    objects = []
+    for bucket in ("ursa-raw", "ursa-assets"):
+        keys = uploads.reupload(s3, bucket, prefix, w.upload)
+        if bucket == w.bucket:
+            objects = keys
+    spec: dict[str, Any] = {
+        "name": name,
+        "endpoint": profile_fields["endpoint"],
+        "bucket": w.bucket,
+        "prefix": prefix,
+        "objects": objects if len(objects) == 1 else [],
+        "profile": profile_fields,
+        "recording_hash": rec.recording_hash,
+        "source": w.source,
+        "status": w.status,
+        "concurrency": 64,
+        "part_size": 16 * MiB,
+        "calls": CALLS,
+    }
+    if name == MD5_WORKLOAD:  # the MD5 bound hashes the same bytes, read from tmpfs
+        big = max(objects, key=lambda k: s3.head_object(Bucket=w.bucket, Key=k)["ContentLength"])
+        source = scratch / "md5-source.bin"
+        s3.download_file(w.bucket, big, str(source))
+        spec["md5_source"] = [str(source)]
+    os.sync()  # the upload's writeback (the server's volumes) must not land in a run
+    _built[name] = spec
+    return spec
 
 
 @dataclass
@@ -184,13 +223,19 @@ def run_tool(tool: str, spec: dict[str, Any], dest: Path) -> dict[str, Any]:
 
 
 def retire(dest: Path, trash: Path) -> None:
-    """Clear a run's output without freeing many inodes while the benchmark runs. ext4
-    without a journal (as on these VMs) steps over every inode freed in the last minute,
-    one by one, when it creates a file: right after 20,000 files were deleted, creating a
-    file took ~650 µs instead of ~60 µs (measured), which made the small-object rows depend
-    on which tool ran after which deletion. Big files (most bytes, few inodes) go now; the
-    rest waits in `trash` until the session ends. Then everything dirty is flushed: right
-    after 20,000 small files, a 64 MiB download took 0.20 s instead of 0.06 s."""
+    """Clear a run's output. On tmpfs, at once. On disk, without freeing many inodes while
+    the benchmark runs: ext4 without a journal (as on these VMs) steps over every inode
+    freed in the last minute, one by one, when it creates a file: right after 20,000 files
+    were deleted, creating a file took ~650 µs instead of ~60 µs (measured), which made the
+    small-object rows depend on which tool ran after which deletion. Big files (most bytes,
+    few inodes) go now; the rest waits in `trash` until the session ends. Then everything
+    dirty is flushed: right after 20,000 small files, a 64 MiB download took 0.20 s
+    instead of 0.06 s."""
+    if not dest.exists():
+        return
+    if DEST == "tmpfs":
+        shutil.rmtree(dest)
+        return
     for path in dest.rglob("*"):
         if path.is_file() and path.stat().st_size >= MiB:
             path.unlink()
@@ -200,9 +245,10 @@ def retire(dest: Path, trash: Path) -> None:
 
 
 def make_scratch(fallback: Path) -> Path:
-    """A directory to generate workloads in before upload: on tmpfs when there is one, so
-    that deleting the generated files (20,000 for one workload) frees no inodes on the disk
-    the tools then write to (see `retire`): the first tool after a build paid for it."""
+    """A directory on tmpfs when there is one (else under `fallback`): to generate
+    workloads in before upload, so that deleting the generated files (20,000 for one
+    workload) frees no inodes on the disk the tools may write to (see `retire`), and as
+    the tools' destination when URSA_BENCH_DEST=tmpfs."""
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK):
         return Path(tempfile.mkdtemp(prefix="ursa-bench-", dir=shm))
@@ -223,10 +269,23 @@ def trash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.rmtree(path)
 
 
+@pytest.fixture
+def dest_root(scratch: Path, tmp_path: Path) -> Path:
+    """Where the tools write: tmpfs (the main table) or the disk (URSA_BENCH_DEST=disk)."""
+    if DEST == "tmpfs" and scratch.is_relative_to("/dev/shm"):
+        return Path(tempfile.mkdtemp(prefix="dest-", dir=scratch))
+    assert DEST == "disk", "URSA_BENCH_DEST=tmpfs but there is no writable /dev/shm"
+    return tmp_path
+
+
 def record(workload: str, tool: str, result: dict[str, Any]) -> None:
     peers = RESULTS.setdefault(workload, {})
-    for other, measure in peers.items():
-        assert measure.bytes == result["bytes"], f"{tool} and {other} wrote different byte counts"
+    if tool != "md5":  # the MD5 bound writes nothing
+        for other, measure in peers.items():
+            if other != "md5":
+                assert measure.bytes == result["bytes"], (
+                    f"{tool} and {other} wrote different byte counts"
+                )
     m = peers.setdefault(tool, Measure())
     m.wall_s.append(result["wall_s"])
     m.cpu_s.append(result["cpu_s"])
@@ -236,28 +295,93 @@ def record(workload: str, tool: str, result: dict[str, Any]) -> None:
         m.retries = (m.retries or 0) + result["retries"]
 
 
+def _peers(tools: dict[str, Measure]) -> dict[str, float]:
+    """Median times of the tools that are not ursa (nor the MD5 bound)."""
+    return {
+        t: statistics.median(m.wall_s)
+        for t, m in tools.items()
+        if not t.startswith("ursa") and t != "md5"
+    }
+
+
+def _cpu_gib(m: Measure) -> float:
+    return statistics.median(m.cpu_s) / (max(m.bytes, 1) / GiB)
+
+
+def summary() -> str:
+    """One line per workload: ursa's ratios to the best peer (and to rclone, which checks
+    MD5 as ursa does) and CPU per GiB."""
+    lines = [
+        "| workload | best peer (s) | ursa / best | ursa-size / best | ursa / rclone "
+        "| CPU s/GiB ursa · ursa-size · best peer · least of peers |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, tools in RESULTS.items():
+        peers = _peers(tools)
+        if not peers:
+            continue
+        best = min(peers, key=peers.__getitem__)
+        med = {t: statistics.median(m.wall_s) for t, m in tools.items()}
+        ursa = "ursa-calls" if "ursa-calls" in tools else "ursa"
+
+        def ratio(tool: str, other: float | None, med: dict[str, float] = med) -> str:
+            return f"{med[tool] / other:.2f}" if tool in med and other else "-"
+
+        def cpu(tool: str, tools: dict[str, Measure] = tools) -> str:
+            return f"{_cpu_gib(tools[tool]):.2f}" if tool in tools else "-"
+
+        least = min(_cpu_gib(tools[t]) for t in peers)
+        lines.append(
+            f"| {workload} | {best} {peers[best]:.2f} | {ratio(ursa, peers[best])} "
+            f"| {ratio('ursa-size', peers[best])} | {ratio(ursa, peers.get('rclone'))} "
+            f"| {cpu(ursa)} · {cpu('ursa-size')} · {cpu(best)} · {least:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def bounds() -> str:
+    """The single-PUT 1 GiB object: the transfer bound (the best time of a tool that checks
+    the size only), the MD5 bound (hashlib over the same bytes on one core), and ursa."""
+    tools = RESULTS.get(MD5_WORKLOAD, {})
+    if "md5" not in tools or "ursa" not in tools:
+        return ""
+    med = {t: statistics.median(m.wall_s) for t, m in tools.items()}
+    size_only = {t: v for t, v in med.items() if t not in ("ursa", "rclone", "md5")}
+    fastest = min(size_only, key=size_only.__getitem__)
+    bound = max(size_only[fastest], med["md5"])
+    return (
+        f"MD5 bounds on {MD5_WORKLOAD} (same run): transfer bound {size_only[fastest]:.2f} s "
+        f"({fastest}, size only); MD5 bound {med['md5']:.2f} s (hashlib.md5 over the 1 GiB in "
+        f"memory, one core, {GiB / med['md5'] / 1e6:,.0f} MB/s); max = {bound:.2f} s; "
+        f"ursa {med['ursa']:.2f} s = {med['ursa'] / bound:.2f} x the bound"
+        + (f", {med['ursa'] / med['rclone']:.2f} x rclone" if "rclone" in med else "")
+        + ".\n"
+    )
+
+
 def table() -> str:
     lines = []
     for workload, tools in RESULTS.items():
         what = WORKLOADS[workload].what
         medians = {t: statistics.median(m.wall_s) for t, m in tools.items()}
-        peers = {t: v for t, v in medians.items() if t != "ursa"}
+        peers = _peers(tools)
         best = min(peers, key=peers.__getitem__) if peers else None
         lines += [
             f"### {workload} — {what}",
             "",
-            "| tool | median s (runs) | MB/s | vs best peer | CPU s/GiB | peak RSS MiB | retries |",
-            "|---|---|---|---|---|---|---|",
+            "| tool | median s (runs) | min, max s | MB/s | vs best peer | CPU s/GiB "
+            "| peak RSS MiB | retries |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for tool in sorted(tools, key=medians.__getitem__):
             m = tools[tool]
-            gib = max(m.bytes, 1) / GiB
             ratio = f"{medians[tool] / peers[best]:.2f} of {best}" if best else "-"
-            rate = m.bytes / medians[tool] / 1e6
-            cpu = statistics.median(m.cpu_s) / gib
+            rate = m.bytes / medians[tool] / 1e6 if tool != "md5" else GiB / medians[tool] / 1e6
+            cpu = "-" if tool == "md5" else f"{_cpu_gib(m):.2f}"
             lines.append(
-                f"| {tool} | {medians[tool]:.2f} ({len(m.wall_s)}) | {rate:,.0f} | {ratio} "
-                f"| {cpu:.2f} | {max(m.rss_kib) / 1024:.0f} "
+                f"| {tool} | {medians[tool]:.3f} ({len(m.wall_s)}) "
+                f"| {min(m.wall_s):.2f}, {max(m.wall_s):.2f} | {rate:,.0f} | {ratio} "
+                f"| {cpu} | {max(m.rss_kib) / 1024:.0f} "
                 f"| {'-' if m.retries is None else m.retries} |"
             )
         lines.append("")
@@ -267,19 +391,41 @@ def table() -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not RESULTS:
         return
-    print("\n" + table())
+    text = summary() + "\n" + bounds() + "\n" + table()
+    print("\n" + text)
     if os.environ.get("URSA_BENCH_PROFILE"):
         return  # profiled runs are slower: they never replace the published table
-    out = ROOT / "docs" / "benchmarks.md"
+    out = ROOT / "docs" / ("benchmarks.md" if DEST == "tmpfs" else "benchmarks-disk.md")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    header = (
-        f"# Benchmarks: latest run ({stamp})\n\nProduced by `make bench` "
-        f"(`{' '.join(sys.argv[1:]) or 'pytest benches'}`): every tool downloads the same "
-        "objects from one SeaweedFS on loopback, each run in a fresh directory and its own "
-        "process. Time and CPU (user+sys, a CLI tool's included) are measured inside that "
-        "process around the transfer, after module imports (median of the runs); peak RSS "
-        "is the whole process's; the ratio is ursa's (or the tool's) median over the best "
-        "peer's; retries are the requests a tool retried over all its runs (- where the tool "
-        "does not report them).\n\n"
+    selection = " ".join(
+        f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("URSA_BENCH_")
     )
-    out.write_text(header + table())
+    header = (
+        f"# Benchmarks: latest run ({stamp}), destination on {DEST}\n\n"
+        f"Produced by `{selection + ' ' if selection else ''}make bench` (`pytest "
+        f"{' '.join(sys.argv[1:]) or 'benches'}`; the engine built in release mode): every "
+        "tool downloads the same objects from one SeaweedFS on loopback into a fresh "
+        f"directory on {DEST}, each run in its own process, tools interleaved round by round "
+        "(each round every tool once, the order rotated by one tool per round). Objects are "
+        "uploaded with boto3 the ways users' objects were (benches/uploads.py: single PUT "
+        "with only an MD5 ETag, multipart with a `-N` ETag and no checksum, multipart with a "
+        "FULL_OBJECT CRC32/CRC32C/CRC64NVME, single PUT with a CRC32), or by the engine "
+        "with a CRC32 (zarr, mixed). Time and CPU (user+sys, a CLI tool's included) are "
+        "measured inside that process around the transfer, after module imports (median of "
+        "the runs); peak RSS is the whole process's; the ratio is the tool's median over the "
+        "best peer's (peers: every tool but ursa); retries are the requests a tool retried "
+        "over all its runs (- where the tool does not report them). A tool slower than "
+        f"{SLOW_S:.0f} s in round 1 runs once.\n\n"
+        'Tools: `ursa` (verify="auto": a stored CRC32/CRC32C/CRC64NVME, else a single-part '
+        'MD5 ETag, else the size), `ursa-size` (verify="size"), s5cmd (no check), rclone '
+        "(its default checks on: size, and the MD5 of single-part objects against the ETag), "
+        "obstore (no check), boto3 (`download_file`, 64 threads), crt (awscrt's S3 client through "
+        "s3transfer's CRT manager, as the AWS CLI's crt client; boto3's "
+        '`preferred_transfer_client="crt"` drops endpoint_url, see runner.py). '
+        "`md5` is hashlib.md5 over the single-PUT object's "
+        "1 GiB, already in memory, on one core (the MD5 bound). The calls workload: "
+        f"`ursa-calls` makes {CALLS} sequential `download()` calls of a one-object row in one "
+        f"process (the catalog queried once, before the clock), `obstore-calls` the same "
+        f"{CALLS} GETs sequentially, writing the files.\n\n## Summary\n\n"
+    )
+    out.write_text(header + text)

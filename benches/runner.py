@@ -49,11 +49,17 @@ def _hwm_kib(pid: int | str = "self") -> int:
 
 
 PEAK_KIB = 0
+# (wall, CPU) when the clock starts, set by a tool whose untimed set-up runs inside it
+STARTED: tuple[float, float] | None = None
 
 # Imported before the clock starts, like interpreter start-up: module import time is not
 # transfer time for any Python tool (ursa's catalog query itself is timed).
 PRELOAD = {
     "ursa": ("ursa", "lance"),
+    "ursa-size": ("ursa", "lance"),
+    "ursa-calls": ("ursa", "lance"),
+    "obstore-calls": ("obstore", "obstore.store"),
+    "crt": ("botocore.session", "botocore.config", "s3transfer.crt", "awscrt.s3"),
     "obstore": ("obstore", "obstore.store"),
     "boto3": ("boto3", "boto3.s3.transfer", "botocore.config"),
 }
@@ -72,7 +78,7 @@ def _run_cli(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise subprocess.CalledProcessError(proc.returncode, argv[0])
 
 
-def run_ursa(spec: dict[str, Any], dest: Path) -> int | None:
+def run_ursa(spec: dict[str, Any], dest: Path, verify: str = "auto") -> int | None:
     from ursa import DataInterface, DownloadProgress, Profile
 
     key, secret = _keys()
@@ -85,9 +91,48 @@ def run_ursa(spec: dict[str, Any], dest: Path) -> int | None:
         nonlocal seen, retries
         seen, retries = seen + 1, event.retries
 
-    paths = data.download(rows, dest, source=spec["source"], progress=progress)
+    paths = data.download(rows, dest, source=spec["source"], progress=progress, verify=verify)
     assert seen >= len(paths)
     return retries
+
+
+def run_ursa_size(spec: dict[str, Any], dest: Path) -> int | None:
+    return run_ursa(spec, dest, verify="size")
+
+
+def run_ursa_calls(spec: dict[str, Any], dest: Path) -> None:
+    """Per-call overhead: one `download()` call per one-object row, sequentially, in one
+    process (the catalog query is made once, before the clock: it is not per call)."""
+    from ursa import DataInterface, Profile
+
+    key, secret = _keys()
+    profile = Profile(**spec["profile"], access_key_id=key, secret_access_key=secret)
+    data = DataInterface(profile)
+    rows = data.query(recording_hash=spec["recording_hash"], status=spec["status"])
+    global STARTED
+    STARTED = (time.perf_counter(), _cpu_s())
+    for i in range(spec["calls"]):
+        data.download(rows, dest / f"c{i}", source=spec["source"])
+
+
+def run_obstore_calls(spec: dict[str, Any], dest: Path) -> None:
+    """obstore doing the same GETs as `run_ursa_calls`, sequentially, writing the files."""
+    import obstore
+    from obstore.store import S3Store
+
+    key, secret = _keys()
+    store = S3Store(
+        spec["bucket"], endpoint=spec["endpoint"], region="us-east-1",
+        access_key_id=key, secret_access_key=secret, client_options={"allow_http": True},
+    )  # fmt: skip
+    (name,) = spec["objects"]
+    for i in range(spec["calls"]):
+        path = dest / f"c{i}" / name[len(spec["prefix"]) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = obstore.get(store, name)
+        with path.open("wb") as f:
+            for chunk in result:
+                f.write(chunk)
 
 
 def run_s5cmd(spec: dict[str, Any], dest: Path) -> None:
@@ -195,8 +240,68 @@ def run_boto3(spec: dict[str, Any], dest: Path) -> None:
         list(pool.map(one, keys))
 
 
+def run_crt(spec: dict[str, Any], dest: Path) -> None:
+    """The AWS CRT S3 client (awscrt, which plans its own ranged GETs and connections)
+    through s3transfer's CRT transfer manager, as the AWS CLI's `crt` transfer client uses
+    it: one manager, every object submitted at once. boto3's own route to it,
+    `TransferConfig(preferred_transfer_client="crt")`, cannot reach SeaweedFS: it drops the
+    client's endpoint_url and forces TLS (boto3/crt.py), so it resolves `<bucket>.s3…`
+    and fails with AWS_IO_DNS_INVALID_NAME."""
+    import botocore.session
+    from botocore.config import Config
+    from s3transfer.crt import (
+        BotocoreCRTCredentialsWrapper,
+        BotocoreCRTRequestSerializer,
+        CRTTransferManager,
+        create_s3_crt_client,
+    )
+
+    key, secret = _keys()
+    session = botocore.session.Session()
+    kwargs = {
+        "region_name": "us-east-1", "endpoint_url": spec["endpoint"],
+        "aws_access_key_id": key, "aws_secret_access_key": secret,
+        "config": Config(s3={"addressing_style": "path"}),
+    }  # fmt: skip
+    s3 = session.create_client("s3", **kwargs)
+    credentials = BotocoreCRTCredentialsWrapper(s3._get_credentials())
+    crt = create_s3_crt_client(
+        "us-east-1", crt_credentials_provider=credentials.to_crt_credentials_provider(),
+        part_size=spec["part_size"], use_ssl=False,
+    )  # fmt: skip
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=spec["bucket"], Prefix=spec["prefix"]
+    )
+    keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    with CRTTransferManager(crt, BotocoreCRTRequestSerializer(session, kwargs)) as manager:
+        futures = []
+        for k in keys:
+            path = dest / k[len(spec["prefix"]) :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            futures.append(manager.download(spec["bucket"], k, str(path)))
+        for future in futures:
+            future.result()
+
+
+def run_md5(spec: dict[str, Any], dest: Path) -> None:
+    """The MD5 bound: hashlib.md5 over the object's bytes, already in memory (fetched
+    before the clock), on one core. Writes nothing."""
+    import hashlib
+
+    global STARTED
+    (body,) = [Path(p).read_bytes() for p in spec["md5_source"]]
+    STARTED = (time.perf_counter(), _cpu_s())
+    digest = hashlib.md5(body).hexdigest()
+    assert len(digest) == 32
+
+
 TOOLS = {
     "ursa": run_ursa,
+    "ursa-size": run_ursa_size,
+    "crt": run_crt,
+    "md5": run_md5,
+    "ursa-calls": run_ursa_calls,
+    "obstore-calls": run_obstore_calls,
     "s5cmd": run_s5cmd,
     "rclone": run_rclone,
     "obstore": run_obstore,
@@ -225,7 +330,10 @@ def main() -> None:
     if profiler:
         profiler.enable()
     retries = TOOLS[tool](spec, dest)  # None: the tool does not report its retries
-    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_before
+    ended = time.perf_counter()
+    if STARTED is not None:  # set-up inside the tool (a query, a read) is not measured
+        started, cpu_before = STARTED
+    wall, cpu = ended - started, _cpu_s() - cpu_before
     if profiler and profile_to:
         profiler.disable()
         profiler.dump_stats(Path(profile_to) / f"{spec['name']}-{tool}-{dest.name}.prof")
