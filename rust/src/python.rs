@@ -187,12 +187,15 @@ fn put_files(
 /// part files in `keep` (to be adopted) and their journals; returns how many.
 #[pyfunction]
 #[pyo3(signature = (dirs, keep = Vec::new()))]
-fn clean_stale(dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
+fn clean_stale(py: Python<'_>, dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
     let keep: HashSet<PathBuf> = keep.into_iter().collect();
     let mut removed = 0;
     for dir in dirs {
-        removed += tempname::clean_stale(&dir, &keep)
+        // The GIL is released while a directory is scanned; Ctrl+C is heard between them.
+        removed += py
+            .detach(|| tempname::clean_stale(&dir, &keep))
             .map_err(|e| to_py(Error::io(&format!("cleaning {}", dir.display()), &e)))?;
+        py.check_signals()?;
     }
     Ok(removed)
 }
@@ -201,14 +204,33 @@ fn clean_stale(dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
 /// bytes held).
 type Resumable = (PathBuf, PathBuf, Option<String>, u64, u64);
 
+fn resumable_in(dir: &std::path::Path) -> std::io::Result<Vec<Resumable>> {
+    let mut found = Vec::new();
+    for (path, temp) in tempname::stale_in(dir)? {
+        if temp.tag != tempname::Tag::Part {
+            continue;
+        }
+        let Some(state) =
+            tempname::retagged(&path, tempname::Tag::Journal).and_then(|j| journal::State::read(&j))
+        else {
+            continue;
+        };
+        let held = state.held_total();
+        found.push((dir.join(&temp.final_name), path, state.etag, state.size, held));
+    }
+    Ok(found)
+}
+
 /// The stages of directory assets that this machine's dead processes left in these
 /// directories: (final directory, stage).
 #[pyfunction]
-fn find_stages(dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)>> {
+fn find_stages(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)>> {
     let mut found = Vec::new();
     for dir in dirs {
-        let stale = tempname::stale_in(&dir)
+        let stale = py
+            .detach(|| tempname::stale_in(&dir))
             .map_err(|e| to_py(Error::io(&format!("reading {}", dir.display()), &e)))?;
+        py.check_signals()?;
         for (path, temp) in stale {
             if temp.tag == tempname::Tag::Stage {
                 found.push((dir.join(&temp.final_name), path));
@@ -221,24 +243,15 @@ fn find_stages(dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)>> {
 /// The part files in these directories that this machine's dead processes left with a
 /// readable journal. Nothing is claimed here: the engine claims one when it starts.
 #[pyfunction]
-fn find_resumable(dirs: Vec<PathBuf>) -> PyResult<Vec<Resumable>> {
+fn find_resumable(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<Vec<Resumable>> {
     let mut found = Vec::new();
     for dir in dirs {
-        let stale = tempname::stale_in(&dir)
+        // The scan and the journal reads run with the GIL released; Ctrl+C between dirs.
+        let here = py
+            .detach(|| resumable_in(&dir))
             .map_err(|e| to_py(Error::io(&format!("reading {}", dir.display()), &e)))?;
-        for (path, temp) in stale {
-            if temp.tag != tempname::Tag::Part {
-                continue;
-            }
-            let Some(state) =
-                tempname::retagged(&path, tempname::Tag::Journal).and_then(|j| journal::State::read(&j))
-            else {
-                continue;
-            };
-            let final_path = dir.join(&temp.final_name);
-            let held = state.held_total();
-            found.push((final_path, path, state.etag, state.size, held));
-        }
+        found.extend(here);
+        py.check_signals()?;
     }
     Ok(found)
 }
@@ -326,7 +339,7 @@ type JobTuple = (
 /// Start a download. `records` is `(dest, record file)`: every published file is noted
 /// there for later runs with resume=True.
 #[pyfunction]
-#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None))]
+#[pyo3(signature = (specs, jobs, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None, durable = false))]
 #[allow(clippy::too_many_arguments)]
 fn start_download(
     specs: Vec<Bound<'_, PyDict>>,
@@ -338,6 +351,7 @@ fn start_download(
     retry: RetryTuple,
     verify: &str,
     records: Option<(PathBuf, PathBuf)>,
+    durable: bool,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&specs)?;
     let options = Options {
@@ -350,6 +364,7 @@ fn start_download(
             "size" => Verify::Size,
             other => return Err(PyValueError::new_err(format!("unknown verify mode {other:?}"))),
         },
+        durable,
     };
     let jobs = jobs
         .into_iter()
