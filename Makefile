@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-scaling bench-delivery bench-resume bench-engine browser clean
+.PHONY: all demo test lint build bench bench-scaling bench-delivery bench-resume bench-durable bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -63,6 +63,11 @@ bench-delivery: $(STAMP)
 bench-resume: $(STAMP)
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/python benches/resume.py
+
+# What durable=True costs (fsync of files and directories): docs/benchmarks-durable.md.
+bench-durable: $(STAMP)
+	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python benches/durable.py
 
 # Engine micro-benchmarks (planner, write path) on the local filesystem; no server.
 bench-engine:
