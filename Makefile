@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-resume bench-engine browser clean
+.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-resume bench-durable bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -35,8 +35,10 @@ lint: $(STAMP)
 	$(BIN)/python -m mypy.stubtest ursa._core
 
 # The Streamlit browser test drives Debian's chromium (test tools never fetch a browser).
+# Debian tools the tests drive: chromium (the Streamlit browser test; test tools never fetch a
+# browser) and strace (the durable test counts fsyncs from outside the process).
 browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v strace >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium strace >/dev/null; }
 
 test: build lint browser
 	cargo test --quiet
@@ -70,6 +72,11 @@ bench-delivery: $(STAMP)
 bench-resume: $(STAMP)
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/python benches/resume.py
+
+# What durable=True costs (fsync of files and directories): docs/benchmarks-durable.md.
+bench-durable: $(STAMP)
+	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python benches/durable.py
 
 # Engine micro-benchmarks (planner, write path) on the local filesystem; no server.
 bench-engine:

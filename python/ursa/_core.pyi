@@ -82,6 +82,7 @@ def start_download(
     retry: tuple[int, float, float, float],
     verify: str = "auto",
     records: tuple[str, str] | None = None,
+    durable: bool = False,
 ) -> DownloadHandle: ...
 
 @final

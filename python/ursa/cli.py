@@ -177,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: an existing file is an error)",
     )
     dl.add_argument(
+        "--durable",
+        action="store_true",
+        help="fsync each file and directory as it is published, so it survives a power loss "
+        "(default: the OS writes back when it chooses)",
+    )
+    dl.add_argument(
         "--verify",
         choices=VERIFY_MODES,
         default="auto",
@@ -433,6 +439,7 @@ def _download_options(args: argparse.Namespace) -> dict[str, Any]:
         "layout": getattr(args, "layout", "by_recording"),
         "overwrite": getattr(args, "overwrite", False),
         "resume": getattr(args, "resume", False),
+        "durable": getattr(args, "durable", False),
         "max_concurrency": getattr(args, "max_concurrency", None),
         "verify": getattr(args, "verify", "auto"),
     }

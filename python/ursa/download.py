@@ -81,6 +81,7 @@ class Request:
     tuning: Tuning
     progress: ProgressCallback | None
     resume: bool = False
+    durable: bool = False
 
 
 def request(
@@ -98,6 +99,7 @@ def request(
     retry: RetryPolicy | None,
     verify: str = "auto",
     resume: bool = False,
+    durable: bool = False,
 ) -> Request:
     """Every argument checked, before any event or byte: a ValueError or TypeError."""
     if progress is not None and not callable(progress):
@@ -117,6 +119,7 @@ def request(
         _tuning(max_concurrency, part_size, retry, progress_interval, verify),
         progress,
         bool(resume),
+        bool(durable),
     )
 
 
@@ -179,7 +182,11 @@ def _sequence(req: Request, emitter: Emitter) -> _Sequence:
     emitter.bytes_total = plan.bytes_total
     emitter.emit("plan_done", bytes_done=0, retries=0, recording_hash=rec, modality=mod)
     yield _Call(_clean_stale, (plan,))
-    retries = (yield from _transfer(plan, emitter, req.tuning, req.overwrite)) if plan.rows else 0
+    retries = (
+        (yield from _transfer(plan, emitter, req.tuning, req.overwrite, req.durable))
+        if plan.rows
+        else 0
+    )
     emitter.emit(
         "finish", bytes_done=plan.bytes_total, retries=retries, recording_hash=rec, modality=mod
     )
@@ -195,7 +202,7 @@ def _clean_stale(plan: DownloadPlan) -> None:
 
 
 def _transfer(
-    plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool
+    plan: DownloadPlan, emitter: Emitter, tuning: Tuning, overwrite: bool, durable: bool
 ) -> Generator[_Step, Any, int]:
     """Download every planned file; returns the number of retries. On any exception
     (Ctrl+C, cancel, a callback's KeyboardInterrupt) the engine is cancelled and drained —
@@ -241,6 +248,7 @@ def _transfer(
         retry=tuning.retry.as_tuple(),
         verify=tuning.verify,
         records=(str(plan.dest), str(records.record_file(plan.dest))),
+        durable=durable,
     )
     skipped = plan.bytes_skipped
 

@@ -113,6 +113,7 @@ class DataInterface:
         cancel: CancelToken | None = None,
         verify: Verify = "auto",
         resume: bool = False,
+        durable: bool = False,
     ) -> list[Path]:
         """Copy the target rows' bytes verbatim under ``dest``; returns every file written,
         in stream order (rows in target order; within a row the asset first, then its
@@ -153,6 +154,10 @@ class DataInterface:
                 fetched, but still returned and reported; a large object or a directory
                 asset that a killed run of this machine left unfinished is continued;
                 anything else in the way is still a collision.
+            durable: fsync each file before it is renamed into place and each directory
+                after the renames into it, so a published file survives a power loss
+                (default False: the OS writes back when it chooses; see
+                docs/benchmarks-durable.md for the cost).
 
         Raises:
             ValueError: an unknown source or layout, a row the source cannot deliver
@@ -183,6 +188,7 @@ class DataInterface:
             retry=retry,
             verify=verify,
             resume=resume,
+            durable=durable,
         )
         return _download.download(req, cancel)
 
@@ -202,6 +208,7 @@ class DataInterface:
         cancel: CancelToken | None = None,
         verify: Verify = "auto",
         resume: bool = False,
+        durable: bool = False,
     ) -> list[Path]:
         """``download()`` for asyncio code: the same parameters, result, events and errors,
         without blocking the event loop. Waiting on the engine holds no thread (it is
@@ -223,6 +230,7 @@ class DataInterface:
             retry=retry,
             verify=verify,
             resume=resume,
+            durable=durable,
         )
         return await _download.download_async(req, cancel)
 

@@ -14,6 +14,7 @@ use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind, Result};
 use crate::journal::Journal;
 use crate::retry::{Budget, RetryPolicy};
+use crate::runtime::off_runtime;
 use crate::store::Store;
 use crate::verify::{hash_range, Verifier};
 
@@ -25,35 +26,89 @@ pub struct Progress {
 }
 
 /// Where fetched bytes go: `put` receives each piece at its offset in the object, in
-/// order within one request (a retry resumes from the last byte put).
+/// order within one request (a retry resumes from the last byte put). A sink may hold
+/// pieces back to write them in larger batches; `flush` writes whatever it holds, and the
+/// fetch calls it at the end of every request, so a retry's bytes follow landed ones.
 pub trait Sink {
     fn put(&mut self, data: &[u8], offset: u64) -> Result<()>;
-}
-
-/// A temporary file: each byte at its own offset (positional writes, parts in parallel).
-impl Sink for &File {
-    fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
-        self.write_all_at(data, offset)
-            .map_err(|e| Error::io("writing the download", &e))
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
     }
 }
 
-/// A part of a large object's temporary file whose progress is journaled, so a killed run
-/// can be continued: a note follows each write (at most one per `JOURNAL_EVERY` bytes).
-pub struct Journaled<'a> {
-    pub file: &'a File,
-    pub journal: &'a Journal,
-    pub part: usize,
-    pub range: Range<u64>,
+/// Bytes gathered before one positional write: each write leaves the async workers (a
+/// disk can stall), so writing per network chunk would pay that hand-off thousands of
+/// times per large object.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// A temporary file (parts write in parallel, each at its own offsets), optionally with
+/// the journal of one part's progress, so a killed run can be continued: a note follows
+/// each write (at most one per `JOURNAL_EVERY` bytes). Writes run off the async workers.
+pub struct FileSink<'a> {
+    file: &'a File,
+    journal: Option<(&'a Journal, usize, Range<u64>)>,
+    pending: Vec<u8>,
+    at: u64,
 }
 
-impl Sink for Journaled<'_> {
+impl<'a> FileSink<'a> {
+    pub fn new(file: &'a File) -> FileSink<'a> {
+        FileSink {
+            file,
+            journal: None,
+            pending: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Part `part` (covering `range`) of a journaled object.
+    pub fn journaled(file: &'a File, journal: &'a Journal, part: usize, range: Range<u64>) -> FileSink<'a> {
+        FileSink {
+            journal: Some((journal, part, range)),
+            ..FileSink::new(file)
+        }
+    }
+
+    /// Write `data` at `at`, then note it in the journal (never before it is written).
+    fn write(&self, data: &[u8], at: u64) -> Result<()> {
+        self.file
+            .write_all_at(data, at)
+            .map_err(|e| Error::io("writing the download", &e))?;
+        if let Some((journal, part, range)) = &self.journal {
+            let end = at + data.len() as u64;
+            journal
+                .note(*part, end - range.start, end == range.end)
+                .map_err(|e| Error::io("writing the download's journal", &e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for FileSink<'_> {
     fn put(&mut self, data: &[u8], offset: u64) -> Result<()> {
-        self.file.put(data, offset)?;
-        let end = offset + data.len() as u64;
-        self.journal
-            .note(self.part, end - self.range.start, end == self.range.end)
-            .map_err(|e| Error::io("writing the download's journal", &e))
+        if !self.pending.is_empty() && self.at + self.pending.len() as u64 != offset {
+            self.flush()?;
+        }
+        if self.pending.is_empty() {
+            if data.len() >= WRITE_BATCH {
+                return off_runtime(|| self.write(data, offset)); // big enough already
+            }
+            self.at = offset;
+        }
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= WRITE_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = off_runtime(|| self.write(&self.pending, self.at));
+        self.pending.clear();
+        result
     }
 }
 
@@ -131,8 +186,7 @@ impl Fetch<'_> {
         let mut all_held = false;
         if let Some((file, held)) = held.filter(|(_, held)| *held > 0) {
             pos += held.min(range.end - range.start);
-            tokio::task::block_in_place(|| hash_range(file, verifier, range.start..pos))
-                .map_err(|e| e.with_key(self.key))?;
+            off_runtime(|| hash_range(file, verifier, range.start..pos)).map_err(|e| e.with_key(self.key))?;
             self.progress
                 .bytes
                 .fetch_add(pos - range.start, Ordering::Relaxed);
@@ -180,7 +234,22 @@ impl Fetch<'_> {
         Ok(())
     }
 
+    /// One request for `range`; whatever it delivered is in the sink when this returns.
     async fn fetch_once(
+        &self,
+        sink: &mut impl Sink,
+        range: Range<u64>,
+        pos: &mut u64,
+        verifier: &mut Verifier,
+    ) -> Result<()> {
+        let streamed = self.stream_once(sink, range, pos, verifier).await;
+        match sink.flush() {
+            Ok(()) => streamed,
+            Err(err) => Err(err.with_key(self.key)), // the bytes before `pos` did not land
+        }
+    }
+
+    async fn stream_once(
         &self,
         sink: &mut impl Sink,
         range: Range<u64>,
@@ -230,5 +299,70 @@ impl Fetch<'_> {
     fn stalled(&self) -> Error {
         let secs = self.policy.idle_timeout.as_secs_f64();
         Error::new(ErrorKind::Transient, format!("no data for {secs:.1} s (stalled)")).with_key(self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink_writes(file: &File) {
+        let mut sink = FileSink::new(file);
+        sink.put(b"ab", 0).unwrap();
+        sink.put(b"cd", 2).unwrap();
+        sink.put(b"zz", 10).unwrap(); // not contiguous: what was gathered is written first
+        let big = vec![7u8; WRITE_BATCH];
+        sink.put(&big, 20).unwrap();
+        sink.flush().unwrap();
+        let mut back = vec![0u8; 20 + WRITE_BATCH];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(&back[..4], b"abcd");
+        assert_eq!(&back[4..10], &[0u8; 6]);
+        assert_eq!(&back[10..12], b"zz");
+        assert!(back[20..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn gathered_pieces_land_at_their_offsets_on_any_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(dir.path().join(name))
+                .unwrap();
+            file.set_len(20 + WRITE_BATCH as u64).unwrap();
+            file
+        };
+        sink_writes(&open("plain"));
+        // On a worker of the multi-thread runtime, and on a single-threaded runtime (where
+        // block_in_place would panic).
+        let multi = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        let file = open("multi");
+        multi.block_on(async { tokio::spawn(async move { sink_writes(&file) }).await.unwrap() });
+        let single = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        single.block_on(async { sink_writes(&open("single")) });
+    }
+
+    #[test]
+    fn a_journal_note_follows_each_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 2 * WRITE_BATCH as u64;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let journal_path = dir.path().join("j");
+        let journal = Journal::create(&journal_path, Some("\"e\""), size, size).unwrap();
+        let mut sink = FileSink::journaled(&file, &journal, 0, 0..size);
+        sink.put(&vec![1u8; WRITE_BATCH - 1], 0).unwrap();
+        let state = crate::journal::State::read(&journal_path).unwrap();
+        assert_eq!(state.held, vec![0], "noted before the bytes were written");
+        sink.put(&[1u8; 2], WRITE_BATCH as u64 - 1).unwrap(); // the batch is full: written
+        let state = crate::journal::State::read(&journal_path).unwrap();
+        assert_eq!(state.held, vec![WRITE_BATCH as u64 + 1]);
     }
 }

@@ -32,3 +32,16 @@ pub fn runtime() -> Result<Arc<Runtime>> {
     *slot = Some((pid, rt.clone()));
     Ok(rt)
 }
+
+/// Run blocking file-system work `f` without stalling the runtime's other tasks: on a
+/// worker of the multi-thread runtime the worker hands its queue to another thread for
+/// the call (`block_in_place`); elsewhere (a plain thread, a single-threaded test
+/// runtime) `f` simply runs.
+pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checksum::{self, Algorithm, Checksum};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fetch::{Fetch, Journaled, Progress};
+use crate::fetch::{Fetch, FileSink, Progress};
 use crate::journal::JOURNAL_FROM;
 use crate::parts::split;
 use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
+use crate::runtime::off_runtime;
 use crate::store::Store;
 use crate::verify::{md5_of_etag, mismatch, OrderedDigest, Verifier, Verify};
 use crate::writer::{Stage, TempFile};
@@ -55,6 +56,8 @@ pub struct Options {
     pub overwrite: bool,
     pub retry: RetryPolicy,
     pub verify: Verify,
+    /// fsync each file before its rename and each directory after the renames into it.
+    pub durable: bool,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             overwrite: false,
             retry: RetryPolicy::default(),
             verify: Verify::Auto,
+            durable: false,
         }
     }
 }
@@ -251,11 +255,12 @@ impl Engine {
     /// Every task is joined before this returns, so whatever happened, temporaries are
     /// gone (dropped) by the time the caller hears the outcome.
     async fn run(self: Arc<Self>, jobs: Vec<Job>, groups: Vec<Group>) -> Result<()> {
-        let groups = self.prepare_dirs(&jobs, groups)?;
+        // File-system work runs off the async workers (a slow disk stalls only its task).
+        let groups = off_runtime(|| self.prepare_dirs(&jobs, groups))?;
         for group in &groups {
             // A continued stage that already holds every file: publish it now.
             if group.remaining.load(Ordering::Acquire) == 0 {
-                self.publish_group(group)?;
+                off_runtime(|| self.publish_group(group))?;
             }
         }
         let semaphore = Arc::new(Semaphore::new(self.options.max_concurrency.max(1)));
@@ -264,7 +269,7 @@ impl Engine {
         'jobs: for (index, job) in jobs.into_iter().enumerate() {
             let adopted = match (&job.adopt, job.group) {
                 (Some(candidate), None) => {
-                    TempFile::adopt(&job.dest, candidate, job.etag.as_deref(), job.size)
+                    off_runtime(|| TempFile::adopt(&job.dest, candidate, job.etag.as_deref(), job.size))
                 }
                 _ => None,
             };
@@ -396,7 +401,7 @@ impl Engine {
             .get_or_try_init(|| async {
                 let staged = object.group.as_ref().map(|g| staged_dest(g, &job.dest));
                 let path = staged.as_ref().unwrap_or(&job.dest);
-                let temp = TempFile::create(path, job.size, staged.is_some());
+                let temp = off_runtime(|| TempFile::create(path, job.size, staged.is_some()));
                 match temp {
                     // A large file outside a stage keeps a journal, so a killed run's
                     // bytes can be continued by the next one.
@@ -451,17 +456,25 @@ impl Engine {
             if let PartsCheck::Stored(want) = check {
                 whole.expect(*want);
             }
-            fetch.range_into(&mut &file.file, 0..job.size, &mut whole).await?;
+            fetch
+                .range_into(&mut FileSink::new(&file.file), 0..job.size, &mut whole)
+                .await?;
         }
         self.publish(object).await
     }
 
     async fn publish(&self, object: &ObjectState) -> Result<()> {
+        off_runtime(|| self.publish_file(object))
+    }
+
+    /// Put a complete, verified file in place (or, in a stage, mark it complete).
+    fn publish_file(&self, object: &ObjectState) -> Result<()> {
         let job = &object.job;
         let file = object.file.get().expect("file created before its parts ran");
+        let durable = self.options.durable;
         match &object.group {
             None => {
-                file.publish(&job.dest, self.options.overwrite)
+                file.publish(&job.dest, self.options.overwrite, durable)
                     .map_err(|e| e.with_key(&job.key))?;
                 self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
@@ -469,6 +482,9 @@ impl Engine {
             Some(group) => {
                 // Its place in the stage is its final place once the stage is published;
                 // moving the stage does not change the file's identity.
+                if durable {
+                    file.sync().map_err(|e| e.with_key(&job.key))?;
+                }
                 self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
                 if group.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -485,7 +501,7 @@ impl Engine {
     fn publish_group(&self, group: &GroupState) -> Result<()> {
         let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(stage) = stage {
-            stage.publish(&group.dest, self.options.overwrite)?;
+            stage.publish(&group.dest, self.options.overwrite, self.options.durable)?;
         }
         let _ = self.events.send(Event::GroupDone(group.index));
         Ok(())
@@ -512,24 +528,13 @@ async fn fill_part(
     held: u64,
     verifier: &mut Verifier,
 ) -> Result<Option<Checksum>> {
-    match &file.journal {
-        Some(journal) => {
-            let mut sink = Journaled {
-                file: &file.file,
-                journal,
-                part,
-                range: range.clone(),
-            };
-            fetch
-                .range_resumed(&mut sink, range, verifier, &file.file, held)
-                .await
-        }
-        None => {
-            fetch
-                .range_resumed(&mut &file.file, range, verifier, &file.file, held)
-                .await
-        }
-    }
+    let mut sink = match &file.journal {
+        Some(journal) => FileSink::journaled(&file.file, journal, part, range.clone()),
+        None => FileSink::new(&file.file),
+    };
+    fetch
+        .range_resumed(&mut sink, range, verifier, &file.file, held)
+        .await
 }
 
 fn staged_dest(group: &GroupState, dest: &std::path::Path) -> PathBuf {

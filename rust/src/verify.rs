@@ -155,7 +155,7 @@ impl OrderedDigest {
 
     fn hash_ready(&self, state: &mut (usize, Verifier), file: &File, ranges: &[Range<u64>]) -> Result<usize> {
         while state.0 < ranges.len() && self.landed[state.0].load(Ordering::Acquire) {
-            tokio::task::block_in_place(|| hash_range(file, &mut state.1, ranges[state.0].clone()))?;
+            crate::runtime::off_runtime(|| hash_range(file, &mut state.1, ranges[state.0].clone()))?;
             state.0 += 1;
         }
         Ok(state.0)
@@ -163,7 +163,7 @@ impl OrderedDigest {
 
     /// Once every part has landed: finish hashing (waiting for a task still at it) and check.
     pub fn finish(&self, file: &File, ranges: &[Range<u64>], key: &str) -> Result<()> {
-        tokio::task::block_in_place(|| {
+        crate::runtime::off_runtime(|| {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             self.hash_ready(&mut state, file, ranges)?;
             state.0 = 0;

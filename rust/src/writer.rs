@@ -15,6 +15,25 @@ use crate::tempname::{self, Tag};
 /// Files at least this large get their space reserved before the first byte is written.
 const RESERVE_FROM: u64 = 1 << 20;
 
+/// What `fallocate`'s result means for a reservation.
+#[derive(Debug, PartialEq, Eq)]
+enum Reserve {
+    Done,
+    /// The filesystem cannot reserve (NFSv3, older ZFS, …): only size the file, sparse.
+    /// Never glibc's `posix_fallocate` emulation, which writes a byte into every block.
+    SizeOnly,
+    /// A real failure, a full disk (`ENOSPC`) above all: reported before any byte moves.
+    Fail,
+}
+
+fn reserve_outcome(errno: i32) -> Reserve {
+    match errno {
+        0 => Reserve::Done,
+        libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => Reserve::SizeOnly,
+        _ => Reserve::Fail,
+    }
+}
+
 /// A file being written, with the journal of its progress if it is large. Removed on
 /// drop unless published (or owned by a stage).
 #[derive(Debug)]
@@ -118,15 +137,20 @@ impl TempFile {
         }
         let len = libc::off_t::try_from(size)
             .map_err(|_| Error::new(ErrorKind::InvalidInput, "object too large"))?;
-        // SAFETY: fallocate on an fd we own, within the file's new length.
-        let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&self.file), 0, len) };
-        match rc {
-            0 => Ok(()),
-            libc::EOPNOTSUPP | libc::EINVAL => self
+        // SAFETY: fallocate on an fd we own, mode 0: allocate [0, len) and extend the file.
+        let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&self.file), 0, 0, len) };
+        let errno = if rc == 0 {
+            0
+        } else {
+            io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        };
+        match reserve_outcome(errno) {
+            Reserve::Done => Ok(()),
+            Reserve::SizeOnly => self
                 .file
                 .set_len(size)
                 .map_err(|e| Error::io(&format!("sizing {}", self.path.display()), &e)),
-            errno => Err(Error::io(
+            Reserve::Fail => Err(Error::io(
                 &format!("reserving {size} bytes for {}", self.path.display()),
                 &io::Error::from_raw_os_error(errno),
             )),
@@ -135,13 +159,28 @@ impl TempFile {
 
     /// Move the finished file to `final_path`. Without `overwrite`, an existing entry
     /// there (a file, a directory, a symlink, even a dangling one) is never replaced.
-    pub fn publish(&self, final_path: &Path, overwrite: bool) -> Result<()> {
+    /// `durable`: the bytes reach the disk before the rename and the rename after it, so
+    /// a power loss leaves the old entry or the complete new file.
+    pub fn publish(&self, final_path: &Path, overwrite: bool, durable: bool) -> Result<()> {
         if !self.keep.load(Ordering::Acquire) {
+            if durable {
+                self.sync()?;
+            }
             rename(&self.path, final_path, overwrite)?;
             self.keep.store(true, Ordering::Release);
             self.remove_journal();
+            if durable {
+                sync_parent(final_path)?;
+            }
         }
         Ok(())
+    }
+
+    /// fsync the file's bytes (a staged file: before its stage is published).
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(&format!("syncing {}", self.path.display()), &e))
     }
 
     fn remove_journal(&self) {
@@ -203,7 +242,12 @@ impl Stage {
 
     /// Put the complete directory in place. With `overwrite`, an existing entry is moved
     /// aside first and removed after, so the asset is replaced whole, never merged.
-    pub fn publish(mut self, final_dir: &Path, overwrite: bool) -> Result<()> {
+    /// `durable` (its files already synced): every directory of the stage is synced
+    /// before the rename, the parent after it.
+    pub fn publish(mut self, final_dir: &Path, overwrite: bool, durable: bool) -> Result<()> {
+        if durable {
+            sync_tree(&self.path).map_err(|e| Error::io(&format!("syncing {}", self.path.display()), &e))?;
+        }
         if overwrite && std::fs::symlink_metadata(final_dir).is_ok() {
             let trash = tempname::sibling(final_dir, Tag::Trash);
             std::fs::rename(final_dir, &trash)
@@ -214,6 +258,9 @@ impl Stage {
             rename(&self.path, final_dir, overwrite)?;
         }
         self.published = true;
+        if durable {
+            sync_parent(final_dir)?;
+        }
         Ok(())
     }
 }
@@ -224,6 +271,30 @@ impl Drop for Stage {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// fsync the directory holding `path`, so a rename into it survives a power loss.
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    sync_dir(parent).map_err(|e| Error::io(&format!("syncing directory {}", parent.display()), &e))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// fsync `dir` and every directory below it (their entries: the files staged there).
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -310,18 +381,69 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     #[test]
+    fn a_filesystem_without_fallocate_gets_a_sparse_file_and_a_full_disk_fails() {
+        assert_eq!(reserve_outcome(0), Reserve::Done);
+        for unsupported in [libc::EOPNOTSUPP, libc::ENOSYS, libc::EINVAL] {
+            assert_eq!(
+                reserve_outcome(unsupported),
+                Reserve::SizeOnly,
+                "errno {unsupported}"
+            );
+        }
+        for real in [libc::ENOSPC, libc::EIO, libc::EBADF, libc::EFBIG] {
+            assert_eq!(reserve_outcome(real), Reserve::Fail, "errno {real}");
+        }
+        // Where fallocate works the file has its final size and its blocks before a write.
+        let dir = tempfile::tempdir().unwrap();
+        let t = TempFile::create(&dir.path().join("big"), 4 << 20, false).unwrap();
+        let meta = t.file.metadata().unwrap();
+        assert_eq!(meta.len(), 4 << 20);
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            meta.blocks() * 512 >= 4 << 20,
+            "not reserved: {} blocks",
+            meta.blocks()
+        );
+    }
+
+    #[test]
+    fn durable_publishing_puts_the_same_bytes_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.bin");
+        let t = TempFile::create(&target, 3, false).unwrap();
+        t.file.write_all_at(b"abc", 0).unwrap();
+        t.publish(&target, false, true).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+
+        let asset = dir.path().join("eeg.zarr");
+        let stage = Stage::create(&asset).unwrap();
+        std::fs::create_dir(stage.path.join("c")).unwrap();
+        std::fs::write(stage.path.join("c/0"), b"chunk").unwrap();
+        stage.publish(&asset, false, true).unwrap();
+        assert_eq!(std::fs::read(asset.join("c/0")).unwrap(), b"chunk");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "stage left behind"
+        );
+    }
+
+    #[test]
     fn publishes_a_file_and_refuses_to_clobber() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("a.bin");
         let t = TempFile::create(&target, 3, false).unwrap();
         t.file.write_all_at(b"abc", 0).unwrap();
         assert!(!target.exists(), "visible before publishing");
-        t.publish(&target, false).unwrap();
+        t.publish(&target, false, false).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"abc");
 
         let t = TempFile::create(&target, 1, false).unwrap();
         t.file.write_all_at(b"z", 0).unwrap();
-        assert_eq!(t.publish(&target, false).unwrap_err().kind, ErrorKind::FileExists);
+        assert_eq!(
+            t.publish(&target, false, false).unwrap_err().kind,
+            ErrorKind::FileExists
+        );
         assert_eq!(std::fs::read(&target).unwrap(), b"abc");
         drop(t);
         assert_eq!(
@@ -337,10 +459,13 @@ mod tests {
         let target = dir.path().join("a.bin");
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &target).unwrap();
         let t = TempFile::create(&target, 0, false).unwrap();
-        assert_eq!(t.publish(&target, false).unwrap_err().kind, ErrorKind::FileExists);
+        assert_eq!(
+            t.publish(&target, false, false).unwrap_err().kind,
+            ErrorKind::FileExists
+        );
         assert!(!dir.path().join("nowhere").exists(), "followed the symlink");
         let t = TempFile::create(&target, 0, false).unwrap();
-        t.publish(&target, true).unwrap();
+        t.publish(&target, true, false).unwrap();
         assert!(!std::fs::symlink_metadata(&target)
             .unwrap()
             .file_type()
@@ -383,10 +508,10 @@ mod tests {
         std::fs::write(stage.staged_path(&asset, &asset.join("new")), b"new").unwrap();
         let again = Stage::create(&asset).unwrap();
         assert_eq!(
-            again.publish(&asset, false).unwrap_err().kind,
+            again.publish(&asset, false, false).unwrap_err().kind,
             ErrorKind::FileExists
         );
-        stage.publish(&asset, true).unwrap();
+        stage.publish(&asset, true, false).unwrap();
         assert!(
             asset.join("new").exists() && !asset.join("old").exists(),
             "merged, not replaced"
@@ -424,7 +549,7 @@ mod tests {
         assert_eq!(state.held, vec![4, 0, 0]);
         assert!(!part.exists(), "not claimed");
         assert!(temp.journal.is_some());
-        temp.publish(&target, false).unwrap();
+        temp.publish(&target, false, false).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), vec![7u8; 10]);
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

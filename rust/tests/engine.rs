@@ -35,6 +35,7 @@ fn options() -> Options {
             idle_timeout: Duration::from_secs(5),
         },
         verify: Verify::Auto,
+        durable: false,
     }
 }
 

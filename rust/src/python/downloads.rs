@@ -40,7 +40,7 @@ pub(super) struct GroupArg {
 /// Start a download. `records` is `(dest, record file)`: every published file is noted
 /// there for later runs with resume=True.
 #[pyfunction]
-#[pyo3(signature = (handles, files, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None))]
+#[pyo3(signature = (handles, files, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None, durable = false))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn start_download(
     handles: Vec<PyRef<'_, StoreHandle>>,
@@ -52,6 +52,7 @@ pub(super) fn start_download(
     retry: RetryTuple,
     verify: &str,
     records: Option<(PathBuf, PathBuf)>,
+    durable: bool,
 ) -> PyResult<DownloadHandle> {
     let stores = stores(&handles);
     if let Some(bad) = files.iter().find(|f| f.store >= stores.len()) {
@@ -76,6 +77,7 @@ pub(super) fn start_download(
             "size" => Verify::Size,
             other => return Err(PyValueError::new_err(format!("unknown verify mode {other:?}"))),
         },
+        durable,
     };
     let jobs = files
         .into_iter()

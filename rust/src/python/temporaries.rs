@@ -2,7 +2,7 @@
 //! continue, and the host name temporaries carry.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 
@@ -11,15 +11,18 @@ use crate::error::Error;
 use crate::{journal, tempname};
 
 /// Remove this machine's dead processes' temporaries from these directories, except the
-/// part files in `keep` (to be adopted) and their journals; returns how many.
+/// part files in `keep` (to be adopted) and their journals; returns how many. The GIL is
+/// released while a directory is scanned, and Ctrl+C is heard between directories.
 #[pyfunction]
 #[pyo3(signature = (dirs, keep = Vec::new()))]
-pub(super) fn clean_stale(dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
+pub(super) fn clean_stale(py: Python<'_>, dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<usize> {
     let keep: HashSet<PathBuf> = keep.into_iter().collect();
     let mut removed = 0;
     for dir in dirs {
-        removed += tempname::clean_stale(&dir, &keep)
+        removed += py
+            .detach(|| tempname::clean_stale(&dir, &keep))
             .map_err(|e| to_py(Error::io(&format!("cleaning {}", dir.display()), &e)))?;
+        py.check_signals()?;
     }
     Ok(removed)
 }
@@ -28,14 +31,33 @@ pub(super) fn clean_stale(dirs: Vec<PathBuf>, keep: Vec<PathBuf>) -> PyResult<us
 /// bytes held).
 type Resumable = (PathBuf, PathBuf, Option<String>, u64, u64);
 
+fn resumable_in(dir: &Path) -> std::io::Result<Vec<Resumable>> {
+    let mut found = Vec::new();
+    for (path, temp) in tempname::stale_in(dir)? {
+        if temp.tag != tempname::Tag::Part {
+            continue;
+        }
+        let Some(state) =
+            tempname::retagged(&path, tempname::Tag::Journal).and_then(|j| journal::State::read(&j))
+        else {
+            continue;
+        };
+        let held = state.held_total();
+        found.push((dir.join(&temp.final_name), path, state.etag, state.size, held));
+    }
+    Ok(found)
+}
+
 /// The stages of directory assets that this machine's dead processes left in these
 /// directories: (final directory, stage).
 #[pyfunction]
-pub(super) fn find_stages(dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)>> {
+pub(super) fn find_stages(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)>> {
     let mut found = Vec::new();
     for dir in dirs {
-        let stale = tempname::stale_in(&dir)
+        let stale = py
+            .detach(|| tempname::stale_in(&dir))
             .map_err(|e| to_py(Error::io(&format!("reading {}", dir.display()), &e)))?;
+        py.check_signals()?;
         for (path, temp) in stale {
             if temp.tag == tempname::Tag::Stage {
                 found.push((dir.join(&temp.final_name), path));
@@ -48,24 +70,14 @@ pub(super) fn find_stages(dirs: Vec<PathBuf>) -> PyResult<Vec<(PathBuf, PathBuf)
 /// The part files in these directories that this machine's dead processes left with a
 /// readable journal. Nothing is claimed here: the engine claims one when it starts.
 #[pyfunction]
-pub(super) fn find_resumable(dirs: Vec<PathBuf>) -> PyResult<Vec<Resumable>> {
+pub(super) fn find_resumable(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<Vec<Resumable>> {
     let mut found = Vec::new();
     for dir in dirs {
-        let stale = tempname::stale_in(&dir)
+        let here = py
+            .detach(|| resumable_in(&dir))
             .map_err(|e| to_py(Error::io(&format!("reading {}", dir.display()), &e)))?;
-        for (path, temp) in stale {
-            if temp.tag != tempname::Tag::Part {
-                continue;
-            }
-            let Some(state) =
-                tempname::retagged(&path, tempname::Tag::Journal).and_then(|j| journal::State::read(&j))
-            else {
-                continue;
-            };
-            let final_path = dir.join(&temp.final_name);
-            let held = state.held_total();
-            found.push((final_path, path, state.etag, state.size, held));
-        }
+        found.extend(here);
+        py.check_signals()?;
     }
     Ok(found)
 }
