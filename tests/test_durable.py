@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conftest import subprocess_env
 from ursa import DataInterface, Profile
 from ursa.stores import locate
