@@ -119,6 +119,21 @@ DEST = os.environ.get("URSA_BENCH_DEST", "tmpfs")
 assert DEST in ("tmpfs", "disk"), "URSA_BENCH_DEST must be tmpfs or disk"
 
 
+def child_env(endpoint: str, work: Path) -> dict[str, str]:
+    """Profile "bench" for a child process: a config file, credentials in the environment."""
+    config = work / "config.toml"
+    config.write_text(
+        f'[profiles.bench]\nendpoint = "{endpoint}"\nallow_http = true\n'
+        'catalog = "s3://ursa-catalog/catalog.lance"\nraw_bucket = "ursa-raw"\n'
+        'assets_bucket = "ursa-assets"\n'
+    )
+    return os.environ | {
+        "URSA_CONFIG": str(config),
+        "URSA_BENCH_ACCESS_KEY_ID": KEY,
+        "URSA_BENCH_SECRET_ACCESS_KEY": SECRET,
+    }
+
+
 def selected(env: str, every: tuple[str, ...]) -> list[str]:
     wanted = os.environ.get(env)
     return [w for w in every if not wanted or w in wanted.split(",")]

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import KEY, ROOT, SECRET
+from conftest import KEY, ROOT, SECRET, child_env
 from ursa import Profile
 from ursa.testing import RowSpec, build_recording
 from ursa.testing.seaweed import start_seaweed
@@ -39,21 +39,6 @@ t = time.perf_counter()
 data.download(rows, sys.argv[2], durable=sys.argv[4] == "1")
 print(time.perf_counter() - t)
 """
-
-
-def child_env(endpoint: str, work: Path) -> dict[str, str]:
-    """Profile "bench" for a child process: a config file, credentials in the environment."""
-    config = work / "config.toml"
-    config.write_text(
-        f'[profiles.bench]\nendpoint = "{endpoint}"\nallow_http = true\n'
-        'catalog = "s3://ursa-catalog/catalog.lance"\nraw_bucket = "ursa-raw"\n'
-        'assets_bucket = "ursa-assets"\n'
-    )
-    return os.environ | {
-        "URSA_CONFIG": str(config),
-        "URSA_BENCH_ACCESS_KEY_ID": KEY,
-        "URSA_BENCH_SECRET_ACCESS_KEY": SECRET,
-    }
 
 
 def run(env: dict[str, str], rec: str, dest: Path, status: str, durable: bool) -> float:

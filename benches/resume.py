@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import KEY, ROOT, SECRET
+from conftest import KEY, ROOT, SECRET, child_env
 from ursa import DataInterface, Profile
 from ursa.testing import RowSpec, build_recording
 from ursa.testing.seaweed import start_seaweed
@@ -45,21 +45,6 @@ from ursa import DataInterface
 data = DataInterface("bench")
 data.download(data.query(recording_hash=sys.argv[1]), sys.argv[2])
 """
-
-
-def child_env(endpoint: str, work: Path) -> dict[str, str]:
-    """Profile "bench" for a child process: a config file, credentials in the environment."""
-    config = work / "config.toml"
-    config.write_text(
-        f'[profiles.bench]\nendpoint = "{endpoint}"\nallow_http = true\n'
-        'catalog = "s3://ursa-catalog/catalog.lance"\nraw_bucket = "ursa-raw"\n'
-        'assets_bucket = "ursa-assets"\n'
-    )
-    return os.environ | {
-        "URSA_CONFIG": str(config),
-        "URSA_BENCH_ACCESS_KEY_ID": KEY,
-        "URSA_BENCH_SECRET_ACCESS_KEY": SECRET,
-    }
 
 
 def journal_held(dest: Path) -> int:
