@@ -97,6 +97,16 @@ def faulty(proxy: FaultProxy) -> Iterator[FaultProxy]:
     proxy.clear()
 
 
+def temporaries(root: Path) -> list[Path]:
+    """ursa's temporaries (parts, journals, stages) under ``root``. A download may be
+    running: a stage published mid-walk makes the walk start again."""
+    while True:
+        try:
+            return [p for p in root.rglob("*") if ".ursa-" in p.name]
+        except FileNotFoundError:
+            continue
+
+
 def boto_client(endpoint: str, **config: Any) -> Any:
     """An independent S3 client (boto3), to check bytes against the store."""
     import boto3

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import profile_for
+from conftest import profile_for, temporaries
 from faultproxy import FaultProxy, Rule
 from ursa import DataInterface, DownloadCancelled, DownloadProgress, Profile, QueryResult
 from ursa.testing import Recording, RowSpec, build_recording
@@ -44,10 +44,6 @@ def slow(proxy: FaultProxy, rec: Recording) -> Iterator[DataInterface]:
 
 
 TUNING: dict[str, Any] = {"part_size": MiB, "max_concurrency": 4}
-
-
-def temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".ursa-" in p.name]
 
 
 def shape(events: list[DownloadProgress], dest: Path) -> list[Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import subprocess_env
+from conftest import subprocess_env, temporaries
 from faultproxy import FaultProxy, Rule
 from test_cli import one_error_line, ursa
 from ursa import DataInterface, Profile, cli
@@ -59,10 +59,6 @@ def slow_env(proxy: FaultProxy, big: Recording, tmp_path: Path) -> Iterator[dict
                    chunk=16 * 1024, delay_s=0.01))  # fmt: skip
     yield subprocess_env(proxy.endpoint, tmp_path) | {"COLUMNS": "200"}
     proxy.clear()
-
-
-def temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".ursa-" in p.name]
 
 
 def test_version(env: dict[str, str]) -> None:
@@ -233,7 +229,7 @@ def test_sigterm_is_handled_like_ctrl_c(
         took = time.monotonic() - sent
     finally:
         child.kill()
-        child.wait()
+        child.communicate()  # reaps it and closes its pipes, whatever happened above
     assert child.returncode == 143, err
     assert err.strip() == (
         "ursa: terminated; nothing partial was left behind; the same command with --resume "

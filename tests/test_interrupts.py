@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SECRET_KEY, subprocess_env
+from conftest import SECRET_KEY, subprocess_env, temporaries
 from faultproxy import FaultProxy, Rule
 from ursa import DataInterface, Profile, _core
 from ursa.testing import Recording, RowSpec, build_recording
@@ -40,10 +40,6 @@ def rec(profile: Profile) -> Recording:
         RowSpec("eeg", asset_format="zarr", segments=1, segment_size=1, zarr_chunks=4),
     ]
     return build_recording(profile, rows, seed=51)
-
-
-def temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".ursa-" in p.name]
 
 
 def start_child(proxy: FaultProxy, rec: Recording, dest: Path, tmp: Path) -> subprocess.Popen[str]:
@@ -107,6 +103,7 @@ def test_ctrl_c_exits_promptly_and_leaves_nothing(
         took = time.monotonic() - sent
     finally:
         child.kill()
+        child.communicate()  # reaps it and closes its pipes, whatever happened above
         proxy.clear()
     assert took < 2.0, f"took {took:.2f}s to stop"
     assert "KeyboardInterrupt" in err
@@ -169,6 +166,7 @@ def test_bytes_after_a_ctrl_c_retry_are_exact(
         child.communicate(timeout=10)
     finally:
         child.kill()
+        child.communicate()  # reaps it and closes its pipes, whatever happened above
         proxy.clear()
     data = DataInterface(profile)
     paths = data.download(data.query(recording_hash=rec.recording_hash), dest, overwrite=True)
