@@ -147,8 +147,9 @@ def test_closing_a_stream_stops_its_requests(
     # One request at a time, each chunk (2 s of EEG, 16 kB) sent in 0.6 s, forty windows
     # (ten chunks) ahead:
     # without cancellation the engine would go on fetching long after close().
-    stream = data.stream(target, window=0.5, prefetch=40, max_concurrency=1, retry=FAST)
+    # The rule goes first: a stream may start fetching ahead as soon as it is made.
     faulty.add(Rule("slow", method="GET", key=r"/data/c/", chunk=4_000, delay_s=0.15))
+    stream = data.stream(target, window=0.5, prefetch=40, max_concurrency=1, retry=FAST)
     it = iter(stream)
     first = next(it)
     assert first["eeg"].sizes["time"] == 125
