@@ -71,7 +71,7 @@ fn bench_write_path(label: &str, files: usize, size: usize) {
                 size: size as u64,
                 etag: None,
                 dest: dest.path().join(format!("{i:06}")),
-                group: None,
+                asset: None,
                 adopt: None,
             })
             .collect();

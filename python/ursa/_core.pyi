@@ -33,10 +33,10 @@ class _File(TypedDict):
     size: int
     etag: str | None
     dest: str
-    group: int | None
+    asset: int | None
     adopt: str | None
 
-class _Group(TypedDict):
+class _Asset(TypedDict):
     dest: str
     adopt: str | None
 
@@ -74,7 +74,7 @@ def host_name() -> str: ...
 def start_download(
     handles: list[Store],
     files: list[_File],
-    groups: list[_Group],
+    assets: list[_Asset],
     *,
     max_concurrency: int,
     part_size: int,

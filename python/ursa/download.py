@@ -221,7 +221,7 @@ def _transfer(
         }
         | {position[d] for d in continued}
     )
-    group = {d: n for n, d in enumerate(staged)}
+    staged_index = {d: n for n, d in enumerate(staged)}  # position among the assets sent
     files: list[_core._File] = [
         {
             "store": f.store,
@@ -229,19 +229,19 @@ def _transfer(
             "size": f.size,
             "etag": f.etag,
             "dest": str(f.path),
-            "group": None if f.directory is None else group.get(f.directory),
+            "asset": None if f.directory is None else staged_index.get(f.directory),
             "adopt": _str(f.adopt),
         }
         for f in (plan.files[i] for i in fetched)
     ]
-    groups: list[_core._Group] = [
+    assets: list[_core._Asset] = [
         {"dest": str(plan.directories[d]), "adopt": _str(continued.get(plan.directories[d]))}
         for d in staged
     ]
     handle = _core.start_download(
         list(plan.stores),
         files,
-        groups,
+        assets,
         max_concurrency=tuning.max_concurrency,
         part_size=tuning.part_size,
         overwrite=overwrite,

@@ -27,8 +27,8 @@ use crate::store::Store;
 use crate::verify::{md5_of_etag, mismatch, OrderedDigest, Verifier, Verify};
 use crate::writer::{Stage, TempFile};
 
-/// One object to download to `dest`. With `group`, `dest` lies inside that group's
-/// directory asset and the file is staged with it. With `adopt`, a dead run's temporary
+/// One object to download to `dest`. With `asset`, `dest` lies inside that directory
+/// asset and the file is staged with it. With `adopt`, a dead run's temporary
 /// for `dest` is continued if its journal says it holds this object.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -37,14 +37,14 @@ pub struct Job {
     pub size: u64,
     pub etag: Option<String>,
     pub dest: PathBuf,
-    pub group: Option<usize>,
+    pub asset: Option<usize>,
     pub adopt: Option<PathBuf>,
 }
 
 /// A directory asset: its final directory and, when resuming, a dead run's stage to
 /// continue (the files it already holds complete are not among the jobs).
 #[derive(Debug, Clone)]
-pub struct Group {
+pub struct DirectoryAsset {
     pub dest: PathBuf,
     pub adopt: Option<PathBuf>,
 }
@@ -77,8 +77,8 @@ impl Default for Options {
 pub enum Event {
     /// Job `n`'s file is complete and verified (published, or complete in its stage).
     FileDone(usize),
-    /// Group `n`'s directory asset is published.
-    GroupDone(usize),
+    /// Directory asset `n` is published.
+    AssetDone(usize),
 }
 
 /// How long `next_events` keeps gathering after the first event of a batch.
@@ -133,7 +133,7 @@ pub fn start(
     runtime: &tokio::runtime::Runtime,
     stores: Vec<Arc<Store>>,
     jobs: Vec<Job>,
-    groups: Vec<Group>,
+    assets: Vec<DirectoryAsset>,
     options: Options,
     records: Option<RecordLog>,
 ) -> Download {
@@ -152,7 +152,7 @@ pub fn start(
     let slot = outcome.clone();
     runtime.spawn(async move {
         let engine = Arc::new(engine);
-        let result = engine.clone().run(jobs, groups).await;
+        let result = engine.clone().run(jobs, assets).await;
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         // Dropping the last sender (the engine's) tells the caller the outcome is ready.
     });
@@ -174,7 +174,7 @@ struct Engine {
 }
 
 /// A directory asset in progress: published when its last file lands.
-struct GroupState {
+struct AssetState {
     index: usize,
     dest: PathBuf,
     stage: Mutex<Option<Stage>>,
@@ -190,7 +190,7 @@ struct ObjectState {
     held: Vec<u64>,
     file: OnceCell<TempFile>,
     remaining: AtomicUsize,
-    group: Option<Arc<GroupState>>,
+    asset: Option<Arc<AssetState>>,
     /// For objects fetched in parts: how the whole is checked, learnt once (a HEAD).
     check: OnceCell<PartsCheck>,
     /// Each part's CRC, combined into the object's when a stored CRC is the check.
@@ -254,20 +254,20 @@ impl PartsCheck {
 impl Engine {
     /// Every task is joined before this returns, so whatever happened, temporaries are
     /// gone (dropped) by the time the caller hears the outcome.
-    async fn run(self: Arc<Self>, jobs: Vec<Job>, groups: Vec<Group>) -> Result<()> {
+    async fn run(self: Arc<Self>, jobs: Vec<Job>, assets: Vec<DirectoryAsset>) -> Result<()> {
         // File-system work runs off the async workers (a slow disk stalls only its task).
-        let groups = off_runtime(|| self.prepare_dirs(&jobs, groups))?;
-        for group in &groups {
+        let assets = off_runtime(|| self.prepare_dirs(&jobs, assets))?;
+        for asset in &assets {
             // A continued stage that already holds every file: publish it now.
-            if group.remaining.load(Ordering::Acquire) == 0 {
-                off_runtime(|| self.publish_group(group))?;
+            if asset.remaining.load(Ordering::Acquire) == 0 {
+                off_runtime(|| self.publish_asset(asset))?;
             }
         }
         let semaphore = Arc::new(Semaphore::new(self.options.max_concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let mut failure: Option<Error> = None;
         'jobs: for (index, job) in jobs.into_iter().enumerate() {
-            let adopted = match (&job.adopt, job.group) {
+            let adopted = match (&job.adopt, job.asset) {
                 (Some(candidate), None) => {
                     off_runtime(|| TempFile::adopt(&job.dest, candidate, job.etag.as_deref(), job.size))
                 }
@@ -281,7 +281,7 @@ impl Engine {
                     (ranges, held, OnceCell::new())
                 }
             };
-            let group = job.group.map(|g| groups[g].clone());
+            let asset = job.asset.map(|g| assets[g].clone());
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
@@ -289,7 +289,7 @@ impl Engine {
                 ranges: ranges.clone(),
                 held,
                 file,
-                group,
+                asset,
                 job,
                 check: OnceCell::new(),
             });
@@ -315,15 +315,15 @@ impl Engine {
     }
 
     /// Create every parent directory once, and a stage for each directory asset.
-    fn prepare_dirs(&self, jobs: &[Job], groups: Vec<Group>) -> Result<Vec<Arc<GroupState>>> {
-        let mut counts = vec![0usize; groups.len()];
+    fn prepare_dirs(&self, jobs: &[Job], assets: Vec<DirectoryAsset>) -> Result<Vec<Arc<AssetState>>> {
+        let mut counts = vec![0usize; assets.len()];
         for job in jobs {
-            if let Some(g) = job.group {
+            if let Some(g) = job.asset {
                 counts[g] += 1;
             }
         }
-        let mut stages = Vec::with_capacity(groups.len());
-        for (index, Group { dest, adopt }) in groups.into_iter().enumerate() {
+        let mut stages = Vec::with_capacity(assets.len());
+        for (index, DirectoryAsset { dest, adopt }) in assets.into_iter().enumerate() {
             if let Some(parent) = dest.parent() {
                 create_dir_all(parent)?;
             }
@@ -339,7 +339,7 @@ impl Engine {
                         Error::new(ErrorKind::FileExists, msg)
                     })?;
                     // Whatever is at a job's place was cut short: it is fetched again.
-                    for job in jobs.iter().filter(|j| j.group == Some(index)) {
+                    for job in jobs.iter().filter(|j| j.asset == Some(index)) {
                         let staged = stage.staged_path(&dest, &job.dest);
                         match std::fs::remove_file(&staged) {
                             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -351,7 +351,7 @@ impl Engine {
                     stage
                 }
             };
-            stages.push(Arc::new(GroupState {
+            stages.push(Arc::new(AssetState {
                 index,
                 dest,
                 stage: Mutex::new(Some(stage)),
@@ -360,7 +360,7 @@ impl Engine {
         }
         let mut dirs = BTreeSet::new();
         for job in jobs {
-            let parent = match job.group {
+            let parent = match job.asset {
                 Some(g) => staged_dest(&stages[g], &job.dest),
                 None => job.dest.clone(),
             };
@@ -399,7 +399,7 @@ impl Engine {
         let file = object
             .file
             .get_or_try_init(|| async {
-                let staged = object.group.as_ref().map(|g| staged_dest(g, &job.dest));
+                let staged = object.asset.as_ref().map(|g| staged_dest(g, &job.dest));
                 let path = staged.as_ref().unwrap_or(&job.dest);
                 let temp = off_runtime(|| TempFile::create(path, job.size, staged.is_some()));
                 match temp {
@@ -472,14 +472,14 @@ impl Engine {
         let job = &object.job;
         let file = object.file.get().expect("file created before its parts ran");
         let durable = self.options.durable;
-        match &object.group {
+        match &object.asset {
             None => {
                 file.publish(&job.dest, self.options.overwrite, durable)
                     .map_err(|e| e.with_key(&job.key))?;
                 self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
             }
-            Some(group) => {
+            Some(asset) => {
                 // Its place in the stage is its final place once the stage is published;
                 // moving the stage does not change the file's identity.
                 if durable {
@@ -487,8 +487,8 @@ impl Engine {
                 }
                 self.record(job, &file.file)?;
                 let _ = self.events.send(Event::FileDone(object.index));
-                if group.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.publish_group(group)?;
+                if asset.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.publish_asset(asset)?;
                 }
             }
         }
@@ -498,12 +498,12 @@ impl Engine {
 
 impl Engine {
     /// Put a complete directory asset in place.
-    fn publish_group(&self, group: &GroupState) -> Result<()> {
-        let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
+    fn publish_asset(&self, asset: &AssetState) -> Result<()> {
+        let stage = asset.stage.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(stage) = stage {
-            stage.publish(&group.dest, self.options.overwrite, self.options.durable)?;
+            stage.publish(&asset.dest, self.options.overwrite, self.options.durable)?;
         }
-        let _ = self.events.send(Event::GroupDone(group.index));
+        let _ = self.events.send(Event::AssetDone(asset.index));
         Ok(())
     }
 
@@ -537,10 +537,10 @@ async fn fill_part(
         .await
 }
 
-fn staged_dest(group: &GroupState, dest: &std::path::Path) -> PathBuf {
-    let stage = group.stage.lock().unwrap_or_else(|p| p.into_inner());
+fn staged_dest(asset: &AssetState, dest: &std::path::Path) -> PathBuf {
+    let stage = asset.stage.lock().unwrap_or_else(|p| p.into_inner());
     match stage.as_ref() {
-        Some(stage) => stage.staged_path(&group.dest, dest),
+        Some(stage) => stage.staged_path(&asset.dest, dest),
         None => dest.to_path_buf(),
     }
 }

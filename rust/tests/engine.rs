@@ -12,7 +12,7 @@ use support::{FaultKind, Server};
 use tokio::runtime::Runtime;
 use ursa::error::ErrorKind;
 use ursa::retry::RetryPolicy;
-use ursa::transfer::{self, Download, Event, Group, Job, Options};
+use ursa::transfer::{self, DirectoryAsset, Download, Event, Job, Options};
 use ursa::verify::Verify;
 
 fn runtime() -> Runtime {
@@ -45,7 +45,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn job(server: &Server, key: &str, bytes: Vec<u8>, dest: PathBuf, group: Option<usize>) -> Job {
+fn job(server: &Server, key: &str, bytes: Vec<u8>, dest: PathBuf, asset: Option<usize>) -> Job {
     let size = bytes.len() as u64;
     let etag = server.put(key, bytes);
     Job {
@@ -54,7 +54,7 @@ fn job(server: &Server, key: &str, bytes: Vec<u8>, dest: PathBuf, group: Option<
         size,
         etag: Some(etag),
         dest,
-        group,
+        asset,
         adopt: None,
     }
 }
@@ -140,7 +140,7 @@ fn a_directory_asset_is_published_whole_and_replaced_whole() {
         &rt,
         vec![server.store()],
         make_jobs(1),
-        vec![Group {
+        vec![DirectoryAsset {
             dest: asset.clone(),
             adopt: None,
         }],
@@ -150,12 +150,12 @@ fn a_directory_asset_is_published_whole_and_replaced_whole() {
     let (outcome, events) = finish(&download);
     outcome.unwrap();
     assert_eq!(
-        events.iter().filter(|e| matches!(e, Event::GroupDone(0))).count(),
+        events.iter().filter(|e| matches!(e, Event::AssetDone(0))).count(),
         1
     );
     assert_eq!(
         events.last(),
-        Some(&Event::GroupDone(0)),
+        Some(&Event::AssetDone(0)),
         "published before its last file"
     );
     for (rel, len) in files {
@@ -168,7 +168,7 @@ fn a_directory_asset_is_published_whole_and_replaced_whole() {
         &rt,
         vec![server.store()],
         make_jobs(2),
-        vec![Group {
+        vec![DirectoryAsset {
             dest: asset.clone(),
             adopt: None,
         }],
@@ -191,7 +191,7 @@ fn a_directory_asset_is_published_whole_and_replaced_whole() {
         &rt,
         vec![server.store()],
         make_jobs(3),
-        vec![Group {
+        vec![DirectoryAsset {
             dest: asset.clone(),
             adopt: None,
         }],
@@ -264,7 +264,7 @@ fn cancelling_removes_every_temporary_and_stage() {
         &rt,
         vec![server.store()],
         jobs,
-        vec![Group {
+        vec![DirectoryAsset {
             dest: asset,
             adopt: None,
         }],

@@ -12,11 +12,11 @@ use super::stores::{stores, StoreHandle};
 use super::{retry_policy, seconds, to_py, RetryTuple};
 use crate::records::RecordLog;
 use crate::runtime::runtime;
-use crate::transfer::{self, Download, Event, Group, Job, Options};
+use crate::transfer::{self, DirectoryAsset, Download, Event, Job, Options};
 use crate::verify::Verify;
 
 /// One planned file, by name: which store, the object, where it lands, its directory
-/// asset (an index into the groups) and a dead run's temporary to continue.
+/// asset (an index into the assets) and a dead run's temporary to continue.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 pub(super) struct FileArg {
@@ -25,14 +25,14 @@ pub(super) struct FileArg {
     size: u64,
     etag: Option<String>,
     dest: PathBuf,
-    group: Option<usize>,
+    asset: Option<usize>,
     adopt: Option<PathBuf>,
 }
 
 /// A directory asset: its final directory and a dead run's stage to continue.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
-pub(super) struct GroupArg {
+pub(super) struct AssetArg {
     dest: PathBuf,
     adopt: Option<PathBuf>,
 }
@@ -40,12 +40,12 @@ pub(super) struct GroupArg {
 /// Start a download. `records` is `(dest, record file)`: every published file is noted
 /// there for later runs with resume=True.
 #[pyfunction]
-#[pyo3(signature = (handles, files, groups, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None, durable = false))]
+#[pyo3(signature = (handles, files, assets, *, max_concurrency, part_size, overwrite, retry, verify = "auto", records = None, durable = false))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn start_download(
     handles: Vec<PyRef<'_, StoreHandle>>,
     files: Vec<FileArg>,
-    groups: Vec<GroupArg>,
+    assets: Vec<AssetArg>,
     max_concurrency: usize,
     part_size: u64,
     overwrite: bool,
@@ -61,7 +61,7 @@ pub(super) fn start_download(
             bad.store, bad.key
         )));
     }
-    if let Some(bad) = files.iter().find(|f| f.group.is_some_and(|g| g >= groups.len())) {
+    if let Some(bad) = files.iter().find(|f| f.asset.is_some_and(|g| g >= assets.len())) {
         return Err(PyValueError::new_err(format!(
             "no directory asset for {:?}",
             bad.key
@@ -87,13 +87,13 @@ pub(super) fn start_download(
             size: f.size,
             etag: f.etag,
             dest: f.dest,
-            group: f.group,
+            asset: f.asset,
             adopt: f.adopt,
         })
         .collect();
-    let groups = groups
+    let assets = assets
         .into_iter()
-        .map(|g| Group {
+        .map(|g| DirectoryAsset {
             dest: g.dest,
             adopt: g.adopt,
         })
@@ -103,7 +103,7 @@ pub(super) fn start_download(
         &*runtime().map_err(to_py)?,
         stores,
         jobs,
-        groups,
+        assets,
         options,
         records,
     );
@@ -128,7 +128,7 @@ impl DownloadHandle {
         };
         let events = batch.into_iter().map(|e| match e {
             Event::FileDone(i) => ("file", i),
-            Event::GroupDone(i) => ("directory", i),
+            Event::AssetDone(i) => ("directory", i),
         });
         Ok(Some(events.collect()))
     }
