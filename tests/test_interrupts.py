@@ -20,7 +20,10 @@ from ursa.testing import Recording, RowSpec, build_recording
 
 MiB = 1 << 20
 CHILD = """
-import sys
+import signal, sys
+# Ctrl+C in a terminal: a test run started in the background (SIGINT ignored, inherited)
+# must not turn this child deaf to the SIGINT the test sends.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from ursa import DataInterface, RetryPolicy
 data = DataInterface("r2-test")
 rows = data.query(recording_hash=sys.argv[1])
