@@ -3,6 +3,7 @@ ursa.testing, and a collector that writes the ratio table to docs/benchmarks.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -132,6 +133,20 @@ def child_env(endpoint: str, work: Path) -> dict[str, str]:
         "URSA_BENCH_ACCESS_KEY_ID": KEY,
         "URSA_BENCH_SECRET_ACCESS_KEY": SECRET,
     }
+
+
+@contextlib.contextmanager
+def bench_store(work: Path) -> Iterator[tuple[SeaweedServer, Profile]]:
+    """A SeaweedFS of its own under `work`, with the three buckets and profile "bench"
+    (for the benchmark scripts that run outside pytest)."""
+    with start_seaweed(work / "seaweed", access_key_id=KEY, secret_access_key=SECRET) as server:
+        for bucket in ("ursa-catalog", "ursa-raw", "ursa-assets"):
+            server.create_bucket(bucket)
+        yield server, Profile(
+            name="bench", endpoint=server.endpoint, allow_http=True,
+            catalog="s3://ursa-catalog/catalog.lance", raw_bucket="ursa-raw",
+            assets_bucket="ursa-assets", access_key_id=KEY, secret_access_key=SECRET,
+        )  # fmt: skip
 
 
 def selected(env: str, every: tuple[str, ...]) -> list[str]:

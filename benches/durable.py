@@ -21,10 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import KEY, ROOT, SECRET, child_env
-from ursa import Profile
+from conftest import ROOT, bench_store, child_env
 from ursa.testing import RowSpec, build_recording
-from ursa.testing.seaweed import start_seaweed
 
 MiB = 1 << 20
 ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "3"))
@@ -50,14 +48,7 @@ def run(env: dict[str, str], rec: str, dest: Path, status: str, durable: bool) -
 
 
 def measure(work: Path, out: Path) -> str:
-    with start_seaweed(work / "seaweed", access_key_id=KEY, secret_access_key=SECRET) as server:
-        for bucket in ("ursa-catalog", "ursa-raw", "ursa-assets"):
-            server.create_bucket(bucket)
-        profile = Profile(
-            name="bench", endpoint=server.endpoint, allow_http=True,
-            catalog="s3://ursa-catalog/catalog.lance", raw_bucket="ursa-raw",
-            assets_bucket="ursa-assets", access_key_id=KEY, secret_access_key=SECRET,
-        )  # fmt: skip
+    with bench_store(work) as (server, profile):
         small = build_recording(
             profile, [RowSpec("eeg", status="raw", segments=2000, segment_size=256 << 10)], seed=301
         )

@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import KEY, ROOT, SECRET, child_env
+from conftest import ROOT, bench_store, child_env
 from ursa import DataInterface, Profile
 from ursa.testing import RowSpec, build_recording
-from ursa.testing.seaweed import start_seaweed
 
 sys.path.insert(0, str(ROOT / "tests"))
 from faultproxy import FaultProxy  # the tests' proxy, to count requests
@@ -129,14 +128,7 @@ def main() -> None:
 
 
 def measure(work: Path) -> str:
-    with start_seaweed(work / "seaweed", access_key_id=KEY, secret_access_key=SECRET) as server:
-        for bucket in ("ursa-catalog", "ursa-raw", "ursa-assets"):
-            server.create_bucket(bucket)
-        profile = Profile(
-            name="bench", endpoint=server.endpoint, allow_http=True,
-            catalog="s3://ursa-catalog/catalog.lance", raw_bucket="ursa-raw",
-            assets_bucket="ursa-assets", access_key_id=KEY, secret_access_key=SECRET,
-        )  # fmt: skip
+    with bench_store(work) as (server, profile):
         rerun = rerun_after_completion(profile, work)
         killed = resume_after_kill(profile, work, server.endpoint)
     share = rerun["resume_s"] / rerun["first_s"]
