@@ -45,3 +45,32 @@ pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::off_runtime;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A task stuck in slow file-system work (a disk that takes seconds to answer) must
+    /// not hold up the others: here the blocked task waits for a message only another task
+    /// can send, on a runtime with a single worker thread.
+    #[test]
+    fn work_off_the_runtime_does_not_stall_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        let got = rt.block_on(async move {
+            let blocked =
+                tokio::spawn(async move { off_runtime(|| rx.recv_timeout(Duration::from_secs(5)).is_ok()) });
+            tokio::task::yield_now().await;
+            let other = tokio::spawn(async move { tx.send(()).unwrap() });
+            other.await.unwrap();
+            blocked.await.unwrap()
+        });
+        assert!(got, "the other task never ran while one was blocked");
+    }
+}
