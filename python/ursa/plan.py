@@ -214,13 +214,16 @@ def _human(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def free_bytes(dest: Path) -> int:
+def free_bytes(dest: Path) -> int | None:
     """Bytes an unprivileged user may still write on the filesystem that holds (or will
-    hold) ``dest``."""
+    hold) ``dest``; ``None`` where the filesystem reports no size at all (ramfs, some
+    FUSE and network filesystems say 0 blocks of 0), so nothing can be checked."""
     existing = dest
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     st = os.statvfs(existing)
+    if st.f_blocks == 0:
+        return None
     return st.f_bavail * st.f_frsize
 
 
