@@ -47,13 +47,18 @@ impl State {
     /// Read a journal; `None` for anything garbled or inconsistent (then the temporary is
     /// discarded, never trusted). A last line without its newline is a write cut short by
     /// the kill and is ignored.
+    /// Only a regular file is read: a FIFO planted under a journal's name would otherwise
+    /// hold the resume scan forever (`O_NONBLOCK` opens it without waiting for a writer).
     pub fn read(path: &Path) -> Option<State> {
         let mut text = String::new();
         let file = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
             .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         file.take(16 << 20).read_to_string(&mut text).ok()?;
         State::parse(&text)
     }
@@ -149,6 +154,23 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_in_place_of_a_journal_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(State::read(&path).is_none()));
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(
+            refused,
+            Ok(true),
+            "reading a FIFO as a journal blocked or succeeded"
+        );
+    }
 
     #[test]
     fn notes_read_back_as_the_bytes_held() {
