@@ -17,6 +17,7 @@ pub mod store;
 pub mod tempname;
 pub mod transfer;
 pub mod verify;
+pub mod window;
 pub mod writer;
 
 #[cfg(feature = "python")]

@@ -25,6 +25,7 @@ use crate::retry::RetryPolicy;
 use crate::runtime::off_runtime;
 use crate::store::Store;
 use crate::verify::{md5_of_etag, mismatch, OrderedDigest, Verifier, Verify};
+use crate::window::Window;
 use crate::writer::{Stage, TempFile};
 
 /// One object to download to `dest`. With `asset`, `dest` lies inside that directory
@@ -58,6 +59,8 @@ pub struct Options {
     pub verify: Verify,
     /// fsync each file before its rename and each directory after the renames into it.
     pub durable: bool,
+    /// How many bytes an object checked by its MD5 is fetched ahead of the hash.
+    pub md5_ahead: u64,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             retry: RetryPolicy::default(),
             verify: Verify::Auto,
             durable: false,
+            md5_ahead: crate::window::AHEAD_BYTES,
         }
     }
 }
@@ -195,6 +199,8 @@ struct ObjectState {
     check: OnceCell<PartsCheck>,
     /// Each part's CRC, combined into the object's when a stored CRC is the check.
     part_crcs: Vec<AtomicU64>,
+    /// For objects in parts whose ETag is an MD5: how far ahead of the hash parts go.
+    window: Option<Arc<Window>>,
 }
 
 /// How an object fetched in parts is checked once every part has landed.
@@ -208,20 +214,26 @@ enum PartsCheck {
 }
 
 impl PartsCheck {
-    /// Ask the store once per object (a HEAD) for a full-object CRC; else the ETag.
-    /// `Verify::Size` asks nothing.
-    async fn learn(fetch: &Fetch<'_>, parts: usize, verify: Verify) -> Result<PartsCheck> {
-        if verify == Verify::Size {
-            return Ok(PartsCheck::Size);
+    /// Ask the store once per object (a HEAD) for a full-object CRC; else the MD5 ETag,
+    /// if the object has a window (its ETag is an MD5: it is fetched in order). Any
+    /// other check lets every part go at once. `Verify::Size` asks nothing.
+    async fn learn(fetch: &Fetch<'_>, object: &ObjectState, verify: Verify) -> Result<PartsCheck> {
+        let check = match verify {
+            Verify::Size => PartsCheck::Size,
+            Verify::Auto => match (fetch.stored_checksum().await?, &object.window) {
+                (Some(checksum), _) => PartsCheck::Stored(checksum),
+                (None, Some(window)) => {
+                    let whole = Verifier::for_object(fetch.etag, verify);
+                    let digest = OrderedDigest::new(object.ranges.len(), whole, window.clone());
+                    return Ok(PartsCheck::Md5(Box::new(digest)));
+                }
+                (None, None) => PartsCheck::Size,
+            },
+        };
+        if let Some(window) = &object.window {
+            window.open();
         }
-        Ok(match fetch.stored_checksum().await? {
-            Some(checksum) => PartsCheck::Stored(checksum),
-            None if fetch.etag.and_then(md5_of_etag).is_some() => {
-                let whole = Verifier::for_object(fetch.etag, verify);
-                PartsCheck::Md5(Box::new(OrderedDigest::new(parts, whole)))
-            }
-            None => PartsCheck::Size,
-        })
+        Ok(check)
     }
 
     /// The CRC each part computes as it lands, if the check combines them.
@@ -282,6 +294,11 @@ impl Engine {
                 }
             };
             let asset = job.asset.map(|g| assets[g].clone());
+            let md5_checked = self.options.verify == Verify::Auto
+                && ranges.len() > 1
+                && job.etag.as_deref().and_then(md5_of_etag).is_some();
+            let window =
+                md5_checked.then(|| Arc::new(Window::new(self.options.part_size, self.options.md5_ahead)));
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
@@ -292,8 +309,15 @@ impl Engine {
                 asset,
                 job,
                 check: OnceCell::new(),
+                window,
             });
             for (part, range) in ranges.into_iter().enumerate() {
+                if let Some(window) = &object.window {
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break 'jobs,
+                        _ = window.admit(part) => {}
+                    }
+                }
                 let permit = tokio::select! {
                     _ = self.cancel.cancelled() => break 'jobs,
                     permit = semaphore.clone().acquire_owned() => permit.expect("semaphore closed"),
@@ -430,7 +454,7 @@ impl Engine {
         }
         let check = object
             .check
-            .get_or_try_init(|| PartsCheck::learn(&fetch, object.ranges.len(), self.options.verify))
+            .get_or_try_init(|| PartsCheck::learn(&fetch, object, self.options.verify))
             .await?;
         let mut verifier = Verifier::for_part(check.part_algorithm());
         let crc = fill_part(&fetch, file, part, range, held, &mut verifier).await?;

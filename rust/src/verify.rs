@@ -7,13 +7,14 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use md5::{Digest, Md5};
 
 use crate::checksum::{Algorithm, Checksum, Running};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::unquote;
+use crate::window::Window;
 
 /// How hard to check a downloaded object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,17 +124,20 @@ pub fn md5_of_etag(etag: &str) -> Option<[u8; 16]> {
 }
 
 /// Hashes an object's parts with MD5 in order while later parts are still downloading,
-/// so the check costs little more wall time than the last part's share.
+/// so the check costs little more wall time than the last part's share. The window
+/// hears of each part hashed, so that fetching stays a bounded distance ahead.
 pub struct OrderedDigest {
     landed: Vec<AtomicBool>,
     state: Mutex<(usize, Verifier)>,
+    window: Arc<Window>,
 }
 
 impl OrderedDigest {
-    pub fn new(parts: usize, verifier: Verifier) -> OrderedDigest {
+    pub fn new(parts: usize, verifier: Verifier, window: Arc<Window>) -> OrderedDigest {
         OrderedDigest {
             landed: (0..parts).map(|_| AtomicBool::new(false)).collect(),
             state: Mutex::new((0, verifier)),
+            window,
         }
     }
 
@@ -157,6 +161,7 @@ impl OrderedDigest {
         while state.0 < ranges.len() && self.landed[state.0].load(Ordering::Acquire) {
             crate::runtime::off_runtime(|| hash_range(file, &mut state.1, ranges[state.0].clone()))?;
             state.0 += 1;
+            self.window.hashed(state.0);
         }
         Ok(state.0)
     }

@@ -36,6 +36,7 @@ fn options() -> Options {
         },
         verify: Verify::Auto,
         durable: false,
+        md5_ahead: 2 << 20,
     }
 }
 
@@ -285,4 +286,53 @@ fn cancelling_removes_every_temporary_and_stage() {
     let (outcome, _) = finish(&download);
     assert_eq!(outcome.unwrap_err().kind, ErrorKind::Cancelled);
     assert!(tree(dir.path()).is_empty(), "left behind: {:?}", tree(dir.path()));
+}
+
+#[test]
+fn an_object_checked_by_its_md5_is_fetched_in_order_close_behind_its_hash() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(Server::start());
+    // 24 parts on a slow link, 16 requests allowed at once, a window of two parts.
+    let options = Options {
+        md5_ahead: 2 * options().part_size,
+        ..options()
+    };
+    let bytes = data(24 * options.part_size as usize, 5);
+    let job = job(
+        &server,
+        "big.bin",
+        bytes.clone(),
+        dir.path().join("big.bin"),
+        None,
+    );
+    server.break_requests("big.bin", FaultKind::DelayMs(30), 24);
+    let download = transfer::start(&rt, vec![server.store()], vec![job], vec![], options, None);
+    let (outcome, _) = finish(&download);
+    outcome.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), bytes);
+    let ranges: Vec<u64> = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .filter_map(|r| {
+            r.range
+                .as_deref()?
+                .strip_prefix("bytes=")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(ranges.len(), 24);
+    assert!(
+        ranges.windows(2).all(|w| w[0] < w[1]),
+        "parts out of order: {ranges:?}"
+    );
+    let most = server.most_at_once("big.bin");
+    assert!(
+        most <= 2,
+        "{most} parts in flight at once, beyond the window of two"
+    );
 }

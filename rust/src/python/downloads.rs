@@ -78,6 +78,7 @@ pub(super) fn start_download(
             other => return Err(PyValueError::new_err(format!("unknown verify mode {other:?}"))),
         },
         durable,
+        ..Options::default()
     };
     let jobs = files
         .into_iter()

@@ -21,6 +21,8 @@ pub enum FaultKind {
     FlipByte(usize),
     /// Send the head, then nothing, until the client goes away.
     Stall,
+    /// Send the head, wait this many milliseconds, then the body (a slow link).
+    DelayMs(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ struct State {
     objects: HashMap<String, (Vec<u8>, String)>,
     faults: Vec<Fault>,
     requests: Vec<Request>,
+    /// Per key: GETs being answered now, and the most there ever were at once.
+    in_flight: HashMap<String, (usize, usize)>,
 }
 
 pub struct Server {
@@ -83,6 +87,11 @@ impl Server {
 
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The most GETs of `key` that were ever being answered at once.
+    pub fn most_at_once(&self, key: &str) -> usize {
+        self.state.lock().unwrap().in_flight.get(key).map_or(0, |c| c.1)
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -184,16 +193,25 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>) {
         return;
     }
     let mut body = data[body_range].to_vec();
+    let count = |change: isize| {
+        let mut state = state.lock().unwrap();
+        let c = state.in_flight.entry(key.clone()).or_default();
+        c.0 = c.0.saturating_add_signed(change);
+        c.1 = c.1.max(c.0);
+    };
+    count(1);
     match fault {
         Some(FaultKind::FlipByte(at)) if at < body.len() => body[at] ^= 1,
         Some(FaultKind::Stall) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return;
         }
+        Some(FaultKind::DelayMs(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
         _ => {}
     }
     let _ = socket.write_all(&body).await;
     let _ = socket.shutdown().await;
+    count(-1);
 }
 
 fn parse_range(value: &str) -> Option<(usize, usize)> {
