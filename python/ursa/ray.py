@@ -126,7 +126,8 @@ def download(
 
 
 def _cluster_cpus() -> int:
-    return int(ray.cluster_resources().get("CPU", 1))
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return int(resources.get("CPU", 1))
 
 
 def _run(
