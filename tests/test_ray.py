@@ -176,6 +176,7 @@ def test_a_killed_worker_is_retried_and_its_shard_resumed(
     faulty.add(Rule("slow", method="GET", key=r"camera\.mp4", chunk=256 * 1024, delay_s=0.25))
     dest = tmp_path / "dest"
     killed: list[int] = []
+    killed_at: list[float] = []
 
     def kill_the_writer() -> None:
         deadline = time.monotonic() + 30
@@ -185,6 +186,7 @@ def test_a_killed_worker_is_retried_and_its_shard_resumed(
                     pid = int(re.findall(r"-(\d+)-[^-]+\.part$", part.name)[0])
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
+                    killed_at.append(time.monotonic())
                     return
             time.sleep(0.05)
 
@@ -241,7 +243,7 @@ def test_store_faults_are_ursas_retries_not_rays(
 
     faulty.clear()
     faulty.add(Rule("status", method="GET", key=r"imu\.parquet", status=403))
-    with pytest.raises(AccessDeniedError, match="imu.parquet") as err:
+    with pytest.raises(AccessDeniedError, match=r"imu\.parquet") as err:
         ursa.ray.download("proxied", rows, tmp_path / "denied")
     assert "\n" not in str(err.value) and SECRET_KEY not in str(err.value)
     gets = [r for r in faulty.records() if r.method == "GET" and "imu.parquet" in r.path]
@@ -281,9 +283,11 @@ def test_the_cli_runs_on_the_cluster_with_the_same_events(
 ) -> None:
     env = {**os.environ, **{k: v for k, v in cluster.items() if k.isupper()}}
     out = subprocess.run(
-        [sys.executable, "-m", "ursa.cli", "download", recs[2].recording_hash[:12]]
-        + ["--profile", "r2-test", "--status", "all", "--dest", str(tmp_path)]
-        + ["--ray", cluster["address"], "--json"],
+        [
+            *(sys.executable, "-m", "ursa.cli", "download", recs[2].recording_hash[:12]),
+            *("--profile", "r2-test", "--status", "all", "--dest", str(tmp_path)),
+            *("--ray", cluster["address"], "--json"),
+        ],
         env=env,
         capture_output=True,
         text=True,
