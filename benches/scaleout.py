@@ -3,6 +3,8 @@
 1. N recordings (one MP4 of 64 MiB each, single PUT without a stored checksum, as
    users' objects are): ``ursa.ray.download`` on a local Ray cluster of 2 CPUs (2 worker
    processes) against one process's ``download()``;
+   then the same call again on that cluster, its workers started (what a long-lived
+   cluster sees);
 2. the cost of a shard: many tiny recordings (one 4 KiB raw segment each) downloaded as
    one shard and as one shard per recording on the same cluster; the difference per
    extra shard is Ray's scheduling plus ursa's progress reporting.
@@ -95,8 +97,11 @@ def measure(work: Path) -> str:
         env = child_env(server.endpoint, work)
         one = run(ONE_PROCESS, env, json.dumps(big), str(work / "one"))
         shutil.rmtree(work / "one")
-        on_ray = run(ON_RAY, env, json.dumps(big), str(work / "ray"), json.dumps({"big": N}))
+        on_ray = run(
+            ON_RAY, env, json.dumps(big), str(work / "ray"), json.dumps({"big": N, "warm": N})
+        )
         shutil.rmtree(work / "ray")
+        load = os.getloadavg()[0]
         tiny_one = run(ONE_PROCESS, env, json.dumps(tiny), str(work / "one"))
         shards = run(
             ON_RAY, env, json.dumps(tiny), str(work / "ray"), json.dumps({"one": 1, "each": TINY})
@@ -109,6 +114,7 @@ def measure(work: Path) -> str:
 Produced by `make bench-ray` (`benches/scaleout.py`): one run, each tool in its own process
 timing its own call, one SeaweedFS on loopback, a local Ray cluster started with
 `ray.init(num_cpus=2)` (2 worker processes) on a 2-core machine shared with other work.
+Load average when the big runs ended: {load:.1f}.
 Extension build: {os.environ.get("URSA_BENCH_BUILD", "the one installed (see the report)")}.
 
 | workload | one process `download()` | `ursa.ray.download`, 2 workers | ratio (Ray / one) |
@@ -116,6 +122,9 @@ Extension build: {os.environ.get("URSA_BENCH_BUILD", "the one installed (see the
 | {N} recordings x 64 MiB MP4 ({gib:.2f} GiB), {N} shards | {one["s"]:.2f} s \
 ({N * SIZE / MiB / one["s"]:.0f} MiB/s) | {on_ray["big"]:.2f} s \
 ({N * SIZE / MiB / on_ray["big"]:.0f} MiB/s) | {on_ray["big"] / one["s"]:.2f} |
+| the same again on that cluster (workers started, ursa imported) | - | \
+{on_ray["warm"]:.2f} s ({N * SIZE / MiB / on_ray["warm"]:.0f} MiB/s) | \
+{on_ray["warm"] / one["s"]:.2f} |
 | {TINY} recordings x one 4 KiB raw segment, 1 shard | {tiny_one["s"]:.2f} s | \
 {shards["one"]:.2f} s | {shards["one"] / tiny_one["s"]:.2f} |
 | the same, {TINY} shards (one per recording) | - | {shards["each"]:.2f} s | \
