@@ -4,6 +4,7 @@ environment — and only its name from the driver. Bytes are checked against bot
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -33,7 +34,6 @@ ROWS = (
     RowSpec("eeg", asset_format="zarr", segments=1, zarr_chunks=6),
     RowSpec("camera", asset_format="mp4", segments=1),
     RowSpec("imu", asset_format="parquet", segments=1),
-    RowSpec("audio", status="raw", segments=3),
 )
 PHASE = re.compile(r"start plan_done (modality_start (file_done )*modality_done )+finish")
 
@@ -98,7 +98,13 @@ def driver(cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str
 
 @pytest.fixture(scope="module")
 def recs(profile: Profile) -> list[Recording]:
-    return [build_recording(profile, ROWS, seed=900 + i) for i in range(4)]
+    """Four recordings, each 64 KiB (one raw audio segment) bigger than the one before."""
+    return [
+        build_recording(
+            profile, (*ROWS, RowSpec("audio", status="raw", segments=1 + i)), seed=900 + i
+        )
+        for i in range(4)
+    ]
 
 
 def rows_of(recs: list[Recording]) -> QueryResult:
@@ -149,8 +155,13 @@ def test_a_sharded_download_equals_the_store_and_one_process(
     driver: dict[str, str], recs: list[Recording], boto: Any, tmp_path: Path
 ) -> None:
     rows = rows_of(recs)
+    # Balanced by bytes, the 2 shards hold recordings {0, 3} and {1, 2}: their results
+    # must be put back into the call's order.
+    shards = plan_shards("r2-test", rows, tmp_path / "ray", shards=2).shards
+    assert [len({rows[p].recording_hash for p in s.positions}) for s in shards] == [2, 2]
+    assert shards[0].positions != tuple(range(len(shards[0].positions)))
     events: list[DownloadProgress] = []
-    paths = ursa.ray.download("r2-test", rows, tmp_path / "ray", shards=3, progress=events.append)
+    paths = ursa.ray.download("r2-test", rows, tmp_path / "ray", shards=2, progress=events.append)
     single = DataInterface("r2-test").download(rows, tmp_path / "one")
 
     assert local_tree(tmp_path / "ray") == store_tree(boto, recs)
@@ -282,21 +293,26 @@ def test_the_cli_runs_on_the_cluster_with_the_same_events(
     cluster: dict[str, str], recs: list[Recording], boto: Any, tmp_path: Path
 ) -> None:
     env = {**os.environ, **{k: v for k, v in cluster.items() if k.isupper()}}
-    out = subprocess.run(
+    child = subprocess.Popen(
         [
             *(sys.executable, "-m", "ursa.cli", "download", recs[2].recording_hash[:12]),
-            *("--profile", "r2-test", "--status", "all", "--dest", str(tmp_path)),
+            *("--profile", "r2-test", "--status", "all", "--dest", str(tmp_path / "dest")),
             *("--ray", cluster["address"], "--json"),
         ],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
     )
-    assert out.returncode == 0, out.stderr
-    phases = [line.split('"phase": "')[1].split('"')[0] for line in out.stdout.splitlines()]
-    assert phases[0] == "start" and phases[-1] == "finish"
-    assert local_tree(tmp_path) == store_tree(boto, recs[2:3])
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    events = [DownloadProgress(**json.loads(line)) for line in stdout.splitlines()]
+    assert PHASE.fullmatch(" ".join(e.phase for e in events if e.phase != "progress"))
+    assert events[-1].bytes_done == events[-1].bytes_total
+    assert local_tree(tmp_path / "dest") == store_tree(boto, recs[2:3])
+    # It was a driver of this cluster (Ray logs each driver by its pid).
+    logs = Path(cluster["temp_dir"], "session_latest", "logs")
+    assert list(logs.glob(f"python-core-driver-*_{child.pid}.log"))
 
 
 def test_no_secret_in_shards_task_arguments_or_rays_logs(
