@@ -3,6 +3,8 @@ turning shards' batches (several runs of one shard among them) into download()'s
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from ursa import DownloadProgress, ModalityRow
@@ -54,3 +56,17 @@ def test_a_retried_shard_never_counts_backwards_nor_twice() -> None:
         ("modality_done", None),
     ]
     assert [e.bytes_done for e in events] == [250, 250, 300, 300, 300, 300, 300]
+
+
+def test_ray_is_imported_only_by_ursa_ray_and_its_absence_says_what_to_install() -> None:
+    code = (
+        "import sys, ursa, ursa.scaleout\n"
+        "assert 'ray' not in sys.modules, 'import ursa imported ray'\n"
+        "sys.modules['ray'] = None  # as if the extra were not installed\n"
+        "import ursa.ray\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "ImportError: ursa.ray needs Ray: pip install 'ursa[ray]'"
+    )
