@@ -162,7 +162,8 @@ def _run(
     except BaseException:
         for ref in pending:
             ray.cancel(ref)
-        ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT_S)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT_S)
         raise
     finally:
         ray.kill(hub)
