@@ -36,6 +36,9 @@ ROWS = (
     RowSpec("camera", asset_format="mp4", segments=1),
     RowSpec("imu", asset_format="parquet", segments=1),
 )
+# ray.init starts its processes with a fork and an exec (the child never touches Lance);
+# pylance warns at any fork once the driver has opened a catalog.
+pytestmark = pytest.mark.filterwarnings("ignore:lance is not fork-safe:UserWarning")
 PHASE = re.compile(r"start plan_done (modality_start (file_done )*modality_done )+finish")
 
 
