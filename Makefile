@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-resume bench-durable bench-engine browser clean
+.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-resume bench-durable bench-ray bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -77,6 +77,12 @@ bench-resume: $(STAMP)
 bench-durable: $(STAMP)
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/python benches/durable.py
+
+# ursa.ray.download on a local 2-CPU Ray cluster against one process, and the cost of a
+# shard: docs/benchmarks-ray.md.
+bench-ray: $(STAMP)
+	$(BIN)/maturin develop --quiet --release
+	URSA_BENCH_BUILD=release $(BIN)/python benches/scaleout.py
 
 # Engine micro-benchmarks (planner, write path) on the local filesystem; no server.
 bench-engine:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -195,6 +196,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="concurrent requests (default: the engine's benchmarked default)",
+    )
+    dl.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (needs ursa[ray]; workers resolve --profile themselves): "
+        "the one at ADDRESS, else $RAY_ADDRESS's, else a local one (--dest: a filesystem "
+        "every node sees)",
     )
     mode = dl.add_mutually_exclusive_group()
     mode.add_argument(
@@ -479,8 +490,9 @@ def _run_download(
         pipe.print(json.dumps(asdict(event), default=str))
 
     callback = print_json if json_mode else display
+    run = _ray_download(data, args.ray) if getattr(args, "ray", None) is not None else data.download
     with display or contextlib.nullcontext():
-        data.download(
+        run(
             rows,
             dest,
             progress=callback,
@@ -492,6 +504,19 @@ def _run_download(
         display.console.print(display.summary.line())
         display.console.print(f"Files are under {dest}")
     return 0
+
+
+def _ray_download(data: DataInterface, address: str) -> Callable[..., Any]:
+    """``data.download`` carried out on a Ray cluster (``--ray [ADDRESS]``)."""
+    try:
+        import ray
+
+        import ursa.ray
+    except ImportError:
+        raise CliError("--ray needs Ray: pip install 'ursa[ray]'", code=2) from None
+    # Workers' output stays in the cluster's logs: stdout is the display (or --json).
+    ray.init(address=address or None, log_to_driver=False, logging_level=logging.WARNING)
+    return functools.partial(ursa.ray.download, data.profile.name)
 
 
 def _demo(args: argparse.Namespace) -> int:
