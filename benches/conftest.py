@@ -425,7 +425,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     print("\n" + text)
     if os.environ.get("URSA_BENCH_PROFILE"):
         return  # profiled runs are slower: they never replace the published table
-    out = ROOT / "docs" / ("benchmarks.md" if DEST == "tmpfs" else "benchmarks-disk.md")
+    name = "benchmarks" if DEST == "tmpfs" else "benchmarks-disk"
+    if os.environ.get("URSA_BENCH_WORKLOADS") or os.environ.get("URSA_BENCH_TOOLS"):
+        name += "-partial"  # a selection never replaces the full table
+    out = ROOT / "docs" / f"{name}.md"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     selection = " ".join(
         f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("URSA_BENCH_")
