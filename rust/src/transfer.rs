@@ -19,7 +19,7 @@ use crate::checksum::{self, Algorithm, Checksum};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetch, FileSink, Progress};
 use crate::journal::JOURNAL_FROM;
-use crate::parts::split;
+use crate::parts::{part_len, part_size_for, split};
 use crate::records::RecordLog;
 use crate::retry::RetryPolicy;
 use crate::runtime::off_runtime;
@@ -288,7 +288,9 @@ impl Engine {
             let (ranges, held, file) = match adopted {
                 Some((temp, state)) => (state.ranges(), state.held.clone(), OnceCell::new_with(Some(temp))),
                 None => {
-                    let ranges = split(job.size, self.options.part_size);
+                    let part_size =
+                        part_size_for(job.size, self.options.part_size, self.options.max_concurrency);
+                    let ranges = split(job.size, part_size);
                     let held = vec![0; ranges.len()];
                     (ranges, held, OnceCell::new())
                 }
@@ -298,7 +300,7 @@ impl Engine {
                 && ranges.len() > 1
                 && job.etag.as_deref().and_then(md5_of_etag).is_some();
             let window =
-                md5_checked.then(|| Arc::new(Window::new(self.options.part_size, self.options.md5_ahead)));
+                md5_checked.then(|| Arc::new(Window::new(part_len(&ranges), self.options.md5_ahead)));
             let object = Arc::new(ObjectState {
                 index,
                 remaining: AtomicUsize::new(ranges.len()),
@@ -430,7 +432,7 @@ impl Engine {
                     // A large file outside a stage keeps a journal, so a killed run's
                     // bytes can be continued by the next one.
                     Ok(temp) if staged.is_none() && job.size >= JOURNAL_FROM => {
-                        temp.journaled(job.etag.as_deref(), job.size, self.options.part_size)
+                        temp.journaled(job.etag.as_deref(), job.size, part_len(&object.ranges))
                     }
                     other => other,
                 }
