@@ -338,9 +338,8 @@ def main() -> None:
                 "",
                 f"`ursa._core` was {core_build()}; the engine moves every byte of both "
                 "paths (the downloads too). The IMU asset is small, so both of its paths "
-                "are a few requests' latency and its ratio moves with the machine's load "
-                "(13 ms against 71 ms at 3 runs in the previous table): hence 7 runs, and "
-                "each side's range.",
+                "are a few requests' latency and its ratio moves with the machine's load: "
+                "hence 7 runs, and each side's range.",
                 "",
                 camera_note(built_s, frames_s, local_s, download_s),
             ]
