@@ -319,6 +319,7 @@ def main() -> None:
             rec = build_recording(profile, RECORDING, seed=7001, duration_s=DURATION, workdir=work)
             built_s = time.perf_counter() - began
             data = DataInterface(profile)
+            load_before = os.getloadavg()[0]
             lines += [
                 f"A 10 s clip ([{CLIP[0]:g}, {CLIP[1]:g}) s) of a {DURATION / 60:g} min "
                 f"recording on SeaweedFS (loopback), median of {ROUNDS} runs (range in "
@@ -339,7 +340,9 @@ def main() -> None:
                 f"`ursa._core` was {core_build()}; the engine moves every byte of both "
                 "paths (the downloads too). The IMU asset is small, so both of its paths "
                 "are a few requests' latency and its ratio moves with the machine's load: "
-                "hence 7 runs, and each side's range.",
+                "hence 7 runs, and each side's range. The machine's 1-minute load average "
+                f"was {load_before:.1f} before the clips and {os.getloadavg()[0]:.1f} after "
+                f"them, on {os.cpu_count()} cores.",
                 "",
                 camera_note(built_s, frames_s, local_s, download_s),
             ]
