@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import av
 import lance
@@ -15,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from ursa.testing import assets
+from ursa import Profile
+from ursa.testing import RowSpec, assets, build_recording, frame_number_of
 
 
 def _expected_eeg(channels: int, samples: int, dtype: str, seed: int) -> np.ndarray:
@@ -142,8 +144,6 @@ def test_module_imports_without_pyav() -> None:
 
 
 def test_mp4_frames_carry_their_own_number(tmp_path: Path) -> None:
-    from ursa.testing import frame_number_of
-
     mp4 = assets.write_mp4(tmp_path, frames=70, width=160, height=120, fps=30, seed=3)
     with av.open(str(mp4)) as container:
         numbers = [frame_number_of(f.to_ndarray(format="rgb24")) for f in container.decode()]
@@ -186,3 +186,41 @@ def test_recording_assets_agree_with_duration(local_profile: object) -> None:
     np.testing.assert_allclose(index.column("time_s").to_numpy(), np.arange(75) / 10)
     imu = pq.read_table(local(by_modality["imu"].storage_uri)).column("timestamp_s").to_numpy()
     assert len(imu) == 300 and imu.min() == 0 and imu.max() < 7.5
+
+
+def test_rowspec_camera_knobs_reach_the_stored_video(
+    profile: Profile, boto: Any, tmp_path: Path
+) -> None:
+    """The benchmark's camera: the size, keyframe interval and bit rate asked for, read
+    back from the store by boto3 and PyAV, and frames that still say which they are."""
+    spec = RowSpec(
+        "camera",
+        asset_format="mp4",
+        segments=1,
+        segment_size=1,
+        mp4_width=320,
+        mp4_height=240,
+        mp4_keyframe_interval=20,
+        mp4_bit_rate=1_000_000,
+        mp4_grain=16,
+        mp4_preset="ultrafast",
+    )
+    rec = build_recording(profile, [spec], seed=4401, duration_s=4.0)
+    uri = rec.rows[0].storage_uri
+    assert uri is not None and uri.startswith("s3://")
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    mp4 = tmp_path / "camera.mp4"
+    boto.download_file(bucket, key, str(mp4))
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        size = (stream.codec_context.width, stream.codec_context.height)
+        frames = [
+            (f.key_frame, f.width, f.height, frame_number_of(f.to_ndarray(format="rgb24")))
+            for f in container.decode(stream)
+        ]
+    assert size == (320, 240)
+    assert {(w, h) for _, w, h, _ in frames} == {(320, 240)}
+    assert [number for *_, number in frames] == list(range(120))
+    assert [i for i, (key_frame, *_) in enumerate(frames) if key_frame] == [0, 20, 40, 60, 80, 100]
+    bits_per_s = mp4.stat().st_size * 8 / 4.0
+    assert 0.75 < bits_per_s / 1_000_000 < 1.25, bits_per_s

@@ -36,6 +36,8 @@ _RANDOM_BLOCK_BYTES = 8 << 20
 # The Zarr array is filled this many bytes (rounded to whole chunks) at a time.
 _ZARR_SLAB_BYTES = 64 << 20
 _EVENT_LABELS = ("stimulus", "response", "artifact", "marker")
+# Distinct noise fields ``write_mp4`` cycles through for ``grain``.
+_GRAIN_FIELDS = 17
 _SENSORS = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
 
 
@@ -129,18 +131,30 @@ def write_mp4(
     height: int = 120,
     fps: int = 30,
     seed: int = 0,
+    keyframe_interval: int | None = None,
+    bit_rate: int | None = None,
+    grain: int = 0,
+    preset: str | None = None,
 ) -> Path:
     """An MP4 of ``frames`` frames (H.264 when PyAV has an encoder for it, else MPEG-4
     part 2) at ``fps``, frame ``i`` presented at ``i / fps`` s: a seeded colour gradient
-    with a square moving across it, one keyframe per second so a frame index has several.
-    Each frame carries its number (``ursa.testing.framecode``): ``frame_number_of`` on a
-    decoded frame says which one it is."""
+    with a square moving across it, a keyframe every ``keyframe_interval`` frames (default
+    ``fps``: one per second, so a frame index has several). Each frame carries its number
+    (``ursa.testing.framecode``): ``frame_number_of`` on a decoded frame says which one it
+    is.
+
+    ``bit_rate`` (bits/s) asks the encoder for that average rate instead of its default
+    quality; the picture alone is so simple that the encoder cannot spend it, so ``grain``
+    adds per-frame noise of up to ``grain`` levels (as a camera's sensor does) below the
+    frame number. ``preset`` is the libx264 speed preset (ignored by other encoders)."""
     import av
 
     from ursa.testing import framecode
 
     if width % 2 or height % 2:
         raise ValueError("width and height must be even (yuv420p)")
+    if not 0 <= grain < 128:
+        raise ValueError(f"grain must be in [0, 128), got {grain!r}")
     path = _fresh(parent, name)
     rng = np.random.default_rng(seed)
     gradient = np.linspace(0.0, 1.0, width)[None, :, None] * rng.integers(0, 256, 3)
@@ -148,18 +162,28 @@ def write_mp4(
     square_colour = rng.integers(0, 256, 3, dtype=np.uint8)
     side = max(2, min(width, height) // 4)
     band = framecode.band_height(width, height)
+    noise = _grain_fields(rng, grain, (height, width, 3))
+    if grain:  # leave headroom so adding the noise cannot wrap around
+        background = _dim(background, grain)
+        square_colour = _dim(square_colour, grain)
+    codec = _video_codec()
+    options = {"preset": preset} if preset and codec == "libx264" else {}
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(_video_codec(), rate=fps)
+        stream = container.add_stream(codec, rate=fps, options=options)
         assert isinstance(stream, av.VideoStream)
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = fps
+        stream.codec_context.gop_size = keyframe_interval or fps
+        if bit_rate is not None:
+            stream.bit_rate = bit_rate
         for i in range(frames):
             image = background.copy()
             x = (i * 3) % (width - side + 1)
             y = max(band, (height - side) // 2)
             image[y : y + side, x : x + side] = square_colour
+            if noise is not None:
+                image += noise[i % len(noise)]
             framecode.stamp(image, i)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i
@@ -277,6 +301,23 @@ def _write_random(f: BinaryIO, rng: np.random.Generator, size_bytes: int) -> Non
     blocks = size_bytes // _RANDOM_BLOCK_BYTES
     f.writelines(rng.bytes(_RANDOM_BLOCK_BYTES) for _ in range(blocks))
     f.write(rng.bytes(size_bytes % _RANDOM_BLOCK_BYTES))
+
+
+def _grain_fields(
+    rng: np.random.Generator, grain: int, shape: tuple[int, int, int]
+) -> np.ndarray | None:
+    """Noise fields of values in ``[0, grain]``, drawn once and cycled through (a fresh
+    draw per frame costs more than encoding it). There are more of them than the 16
+    reference frames H.264 allows, so no frame can borrow a recent frame's noise."""
+    if not grain:
+        return None
+    fields = np.frombuffer(rng.bytes(_GRAIN_FIELDS * int(np.prod(shape))), dtype=np.uint8)
+    return (fields % (grain + 1)).reshape(_GRAIN_FIELDS, *shape)
+
+
+def _dim(values: np.ndarray, grain: int) -> np.ndarray:
+    """``values`` scaled into ``[0, 255 - grain]``."""
+    return (values.astype(np.uint16) * (255 - grain) // 255).astype(np.uint8)
 
 
 def _video_codec() -> str:

@@ -42,6 +42,13 @@ class RowSpec:
     table_row_group_rows: int | None = None  # rows per Parquet row group (None: one group)
     sampling_rate_hz: float = 250.0  # Zarr signals
     mp4_fps: int = 30
+    # The camera (``assets.write_mp4``): the defaults are a small, quick test video.
+    mp4_width: int = 160
+    mp4_height: int = 120
+    mp4_keyframe_interval: int | None = None  # frames (None: one keyframe per second)
+    mp4_bit_rate: int | None = None  # bits/s (None: the encoder's default quality)
+    mp4_grain: int = 0  # per-frame sensor-like noise, so the encoder spends mp4_bit_rate
+    mp4_preset: str | None = None  # libx264 speed preset
 
 
 DEFAULT_ROWS: tuple[RowSpec, ...] = (
@@ -175,7 +182,19 @@ def _make_asset(
         frames = spec.mp4_frames
         if duration_s is not None:
             frames = _count_before(duration_s, spec.mp4_fps)
-        mp4 = assets.write_mp4(parent, name, frames=frames, fps=spec.mp4_fps, seed=seed)
+        mp4 = assets.write_mp4(
+            parent,
+            name,
+            frames=frames,
+            width=spec.mp4_width,
+            height=spec.mp4_height,
+            fps=spec.mp4_fps,
+            seed=seed,
+            keyframe_interval=spec.mp4_keyframe_interval,
+            bit_rate=spec.mp4_bit_rate,
+            grain=spec.mp4_grain,
+            preset=spec.mp4_preset,
+        )
         assets.write_frame_index(mp4)
         if spec.mp4_size is not None:
             _pad_mp4(mp4, spec.mp4_size, seed)
