@@ -339,3 +339,39 @@ fn an_object_checked_by_its_md5_is_fetched_in_order_close_behind_its_hash() {
         "{most} parts in flight at once, beyond the window of two"
     );
 }
+
+#[test]
+fn an_object_in_parts_alone_keeps_every_connection_busy() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let server = rt.block_on(Server::start());
+    // 8 MiB in parts of at most 4 MiB, 8 connections: cut into 8 parts of 1 MiB, all at
+    // once, rather than 2 parts with 6 connections left to the objects after it.
+    let options = Options {
+        max_concurrency: 8,
+        part_size: 4 << 20,
+        md5_ahead: 1 << 30,
+        ..options()
+    };
+    let bytes = data(8 << 20, 9);
+    let big = job(
+        &server,
+        "big.bin",
+        bytes.clone(),
+        dir.path().join("big.bin"),
+        None,
+    );
+    let after = job(
+        &server,
+        "after.bin",
+        data(10, 1),
+        dir.path().join("after.bin"),
+        None,
+    );
+    server.break_requests("big.bin", FaultKind::DelayMs(100), 8);
+    let download = transfer::start(&rt, vec![server.store()], vec![big, after], vec![], options, None);
+    let (outcome, _) = finish(&download);
+    outcome.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), bytes);
+    assert_eq!(server.most_at_once("big.bin"), 8);
+}
