@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-resume bench-durable bench-ray bench-engine browser clean
+.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-row-events bench-resume bench-durable bench-ray bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -67,6 +67,12 @@ bench-delivery: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/python benches/delivery.py
+
+# How soon each row's modality_done follows its last landing, on the demo recording:
+# docs/benchmarks-row-events.md.
+bench-row-events: $(STAMP)
+	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python benches/row_events.py
 
 # Re-running a finished download and continuing a killed one: docs/benchmarks-resume.md.
 bench-resume: $(STAMP)

@@ -156,6 +156,33 @@ def test_video_frames_are_exactly_those_in_the_span(
         np.testing.assert_array_equal(frame, local[int(pts[i])])
 
 
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def test_decoded_frames_are_held_once(profile: Profile) -> None:
+    """frames() fills one array as it decodes: a 720p clip of 300 frames is 830 MB, and
+    holding it twice (every decoded frame, then their stack) can exhaust a worker's
+    memory. Measured as the process's peak RSS (PyAV's frames are not Python objects)."""
+    big = RowSpec(
+        "camera", asset_format="mp4", segments=1, segment_size=1, mp4_fps=10,
+        mp4_width=640, mp4_height=480,
+    )  # fmt: skip
+    rec_spec = build_recording(profile, [big], seed=913, duration_s=10.0)
+    data = DataInterface(profile)
+    (rec,) = data.materialize(ingested(data, rec_spec, "camera"), start=0.0, stop=10.0)
+    clip = rec["camera"]
+    Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
+    before = _rss_kib("VmRSS")
+    frames = clip.frames()
+    grew = (_rss_kib("VmHWM") - before) * 1024
+    assert frames.shape == (100, 480, 640, 3)
+    assert grew < 1.3 * frames.nbytes, f"peak grew {grew:,} bytes for a {frames.nbytes:,}-byte clip"
+
+
 def test_whole_recording_and_result_shape(profile: Profile, clip_recording: Recording) -> None:
     data = DataInterface(profile)
     result = data.materialize(ingested(data, clip_recording))
