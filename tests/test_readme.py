@@ -47,15 +47,10 @@ def r2_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     logger = logging.getLogger("ursa.download")
     handlers, level = list(logger.handlers), logger.level
     yield
-    import ray
-
-    ray.shutdown()  # the scale-out snippet starts a local Ray cluster
     logger.handlers[:] = handlers  # the logging snippet configures the global logger
     logger.setLevel(level)
 
 
-# ray.init forks and execs once the snippets have opened a catalog (as in test_ray.py).
-@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
 def test_every_python_snippet_in_the_readme_runs(
     r2_is_local: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
