@@ -88,7 +88,7 @@ bench-durable: $(STAMP)
 # shard: docs/benchmarks-ray.md.
 bench-ray: $(STAMP)
 	$(BIN)/maturin develop --quiet --release
-	URSA_BENCH_BUILD=release $(BIN)/python benches/scaleout.py
+	$(BIN)/python benches/scaleout.py
 
 # Engine micro-benchmarks (planner, write path) on the local filesystem; no server.
 bench-engine:

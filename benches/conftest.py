@@ -462,3 +462,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         f"{CALLS} GETs sequentially, writing the files.\n\n## Summary\n\n"
     )
     out.write_text(header + text)
+
+
+def core_build() -> str:
+    """Which Cargo profile built ``ursa._core``: a dev build keeps its debug info."""
+    from ursa import _core
+
+    try:
+        sections = subprocess.run(
+            ["readelf", "-S", "-W", _core.__file__], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "of an unknown profile"
+    if ".debug_info" in sections:
+        return "a dev build (debug info, unoptimized)"
+    return "a release build"

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from conftest import ROOT, bench_store, child_env
+from conftest import ROOT, bench_store, child_env, core_build
 from ursa import DataInterface, DownloadProgress
 from ursa.testing import RowSpec, build_recording
 
@@ -297,21 +297,6 @@ def camera_note(built_s: float, frames_s: float, local_s: float, download_s: flo
 
 def _spread(times: list[float]) -> str:
     return f"{min(times) * 1000:.0f} to {max(times) * 1000:.0f}"
-
-
-def core_build() -> str:
-    """Which Cargo profile built ``ursa._core``: a dev build keeps its debug info."""
-    from ursa import _core
-
-    try:
-        sections = subprocess.run(
-            ["readelf", "-S", "-W", _core.__file__], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "of an unknown profile"
-    if ".debug_info" in sections:
-        return "a dev build (debug info, unoptimized)"
-    return "a release build"
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import ROOT, bench_store, child_env
+from conftest import ROOT, bench_store, child_env, core_build
 from ursa.testing import RowSpec, build_recording
 
 MiB = 1 << 20
@@ -115,7 +115,7 @@ Produced by `make bench-ray` (`benches/scaleout.py`): one run, each tool in its 
 timing its own call, one SeaweedFS on loopback, a local Ray cluster started with
 `ray.init(num_cpus=2)` (2 worker processes) on a 2-core machine shared with other work.
 Load average when the big runs ended: {load:.1f}.
-Extension build: {os.environ.get("URSA_BENCH_BUILD", "the one installed (see the report)")}.
+`ursa._core`: {core_build()}.
 
 | workload | one process `download()` | `ursa.ray.download`, 2 workers | ratio (Ray / one) |
 |---|---|---|---|
