@@ -140,7 +140,10 @@ class DataInterface:
                 (default None: only at file boundaries).
             max_concurrency: concurrent requests (default: the engine's, chosen by
                 benchmark).
-            part_size: bytes per ranged request of a large object (default: the engine's).
+            part_size: the most bytes per ranged request of a large object (default: the
+                engine's, 16 MiB); an object with fewer parts than ``max_concurrency`` is
+                cut into smaller ones (down to 1 MiB) so it alone keeps every connection
+                busy.
             retry: the retry budget per object or part and the stall timeout (default
                 ``RetryPolicy()``).
             cancel: anything with ``is_set()``, e.g. a ``threading.Event`` set from another
