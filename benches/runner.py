@@ -337,9 +337,9 @@ def main() -> None:
     if profiler and profile_to:
         profiler.disable()
         profiler.dump_stats(Path(profile_to) / f"{spec['name']}-{tool}-{dest.name}.prof")
-    # ursa's own records of what it published (dest/.ursa, for resume=True) are not the
+    # ursa's own records of what it published (.ursa/ in each dest, for resume=True) are not the
     # objects' bytes; writing them is inside the timed region all the same.
-    files = [p for p in dest.rglob("*") if p.is_file() and p.relative_to(dest).parts[0] != ".ursa"]
+    files = [p for p in dest.rglob("*") if p.is_file() and ".ursa" not in p.relative_to(dest).parts]
     peak = max(PEAK_KIB, _hwm_kib())
     size = sum(p.stat().st_size for p in files)
     print(

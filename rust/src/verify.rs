@@ -177,18 +177,29 @@ impl OrderedDigest {
     }
 }
 
+/// Bytes read back at a time: small enough to stay in the CPU's cache between the copy
+/// from the page cache and the hash, and kept per thread (a fresh buffer per part would
+/// fault in its pages each time).
+const READ_BACK: usize = 1 << 20;
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Feed `range` of `file` to `verifier` (bytes already on disk).
 pub fn hash_range(file: &File, verifier: &mut Verifier, range: Range<u64>) -> Result<()> {
-    let mut buf = vec![0u8; (range.end - range.start).min(4 << 20) as usize];
-    let mut pos = range.start;
-    while pos < range.end {
-        let n = ((range.end - pos) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], pos)
-            .map_err(|e| Error::io("reading back the download", &e))?;
-        verifier.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(())
+    READ_BUF.with_borrow_mut(|buf| {
+        buf.resize(READ_BACK, 0);
+        let mut pos = range.start;
+        while pos < range.end {
+            let n = ((range.end - pos) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], pos)
+                .map_err(|e| Error::io("reading back the download", &e))?;
+            verifier.update(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
