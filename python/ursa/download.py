@@ -36,7 +36,7 @@ from ursa.catalog import ModalityRow, QueryResult
 from ursa.errors import DownloadCancelled, raise_from_core
 from ursa.events import Emitter, ProgressCallback
 from ursa.layouts import Layout, check_layout
-from ursa.plan import DownloadPlan, check_space, make_plan, unique_rows
+from ursa.plan import DownloadPlan, check_space, make_plan, path_str, unique_rows
 from ursa.profiles import Profile
 from ursa.retry import RetryPolicy
 from ursa.sources import Source, check_source
@@ -526,7 +526,7 @@ class _EngineFiles(Sequence["_core._File"]):
             "key": f.key,
             "size": f.size,
             "etag": f.etag,
-            "dest": str(f.path),
+            "dest": path_str(f.path),
             "asset": None if f.directory is None else self.asset.get(f.directory),
             "adopt": _str(f.adopt),
         }

@@ -15,7 +15,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from ursa import _core, records
+from ursa import _core, heap, records
 from ursa.catalog import ModalityRow, QueryResult
 from ursa.errors import ObjectNotFoundError, raise_from_core
 from ursa.layouts import Layout, row_dir
@@ -27,7 +27,7 @@ Action = Literal["fetch", "skip", "resume"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PlannedFile:
     """One object and where it lands. ``directory`` indexes ``DownloadPlan.directories``
     when the file belongs to a directory asset (published whole). ``action`` is what the
@@ -151,6 +151,7 @@ def make_plan(
         listings = _core.list_objects(list(stores), requests) if requests else []
     except _core.CoreError as exc:
         raise_from_core(exc)
+    heap.release_freed()  # the engine's own copy of the listings
     files: list[PlannedFile] = []
     directories: list[Path] = []
     listing = _consume(listings)
@@ -201,6 +202,12 @@ def _consume(items: list[T]) -> Iterator[T]:
     items.reverse()
     while items:
         yield items.pop()
+
+
+def path_str(path: Path) -> str:
+    """``str(path)``, without pathlib keeping the string on ``path`` (as ``str()`` and
+    ``os.fspath()`` do): ~150 bytes per planned file for as long as the plan lives."""
+    return os.path.join(path.parent, path.name)
 
 
 def check_space(plan: DownloadPlan) -> None:
@@ -439,4 +446,5 @@ def _collisions(files: list[PlannedFile], directories: list[Path]) -> tuple[Path
     """Existing entries (files, directories, symlinks, even dangling) at planned places,
     in stream order."""
     candidates = chain((f.path for f in files if f.directory is None), directories)
-    return _in_stream_order({p for p in candidates if os.path.lexists(p)}, files, directories)
+    taken = {p for p in candidates if os.path.lexists(path_str(p))}
+    return _in_stream_order(taken, files, directories)
