@@ -15,7 +15,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from ursa import _core, heap, records
+from ursa import _core, records
 from ursa.catalog import ModalityRow, QueryResult
 from ursa.errors import ObjectNotFoundError, raise_from_core
 from ursa.layouts import Layout, row_dir
@@ -151,7 +151,6 @@ def make_plan(
         listings = _core.list_objects(list(stores), requests) if requests else []
     except _core.CoreError as exc:
         raise_from_core(exc)
-    heap.release_freed()  # the engine's own copy of the listings
     files: list[PlannedFile] = []
     directories: list[Path] = []
     listing = _consume(listings)
