@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # One build profile for tests and the demo (dev: fast to compile); benchmarks use release.
 export MATURIN_PEP517_ARGS ?= --profile dev
 
-.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-row-events bench-resume bench-durable bench-ray bench-engine browser clean
+.PHONY: all demo test lint build bench bench-disk bench-scaling bench-delivery bench-row-events bench-resume bench-durable bench-ray bench-memory bench-engine browser clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: test
@@ -89,6 +89,13 @@ bench-durable: $(STAMP)
 bench-ray: $(STAMP)
 	$(BIN)/maturin develop --quiet --release
 	$(BIN)/python benches/scaleout.py
+
+# Anonymous memory against the number of planned objects and the size of one object:
+# docs/benchmarks-memory.md.
+bench-memory: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python benches/memory.py
 
 # Engine micro-benchmarks (planner, write path) on the local filesystem; no server.
 bench-engine:

@@ -73,7 +73,7 @@ def find_stages(dirs: list[str]) -> list[tuple[Path, Path]]: ...
 def host_name() -> str: ...
 def start_download(
     handles: list[Store],
-    files: list[_File],
+    files: Sequence[_File],
     assets: list[_Asset],
     *,
     max_concurrency: int,

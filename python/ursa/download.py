@@ -25,17 +25,18 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Iterable
+from array import array
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from ursa import _core, records
 from ursa.catalog import ModalityRow, QueryResult
 from ursa.errors import DownloadCancelled, raise_from_core
 from ursa.events import Emitter, ProgressCallback
 from ursa.layouts import Layout, check_layout
-from ursa.plan import DownloadPlan, check_space, make_plan, unique_rows
+from ursa.plan import DownloadPlan, check_space, make_plan, path_str, unique_rows
 from ursa.profiles import Profile
 from ursa.retry import RetryPolicy
 from ursa.sources import Source, check_source
@@ -208,7 +209,7 @@ def _transfer(
     (Ctrl+C, cancel, a callback's KeyboardInterrupt) the engine is cancelled and drained —
     its temporaries gone — before the exception propagates."""
     kept = set(plan.kept)
-    fetched = [i for i, f in enumerate(plan.files) if f.action != "skip"]
+    fetched = array("q", (i for i, f in enumerate(plan.files) if f.action != "skip"))
     # Directory assets staged and published whole (continued stages too, even with
     # nothing left to fetch); files missing from a kept one are published into it.
     continued = dict(plan.stages)
@@ -222,18 +223,7 @@ def _transfer(
         | {position[d] for d in continued}
     )
     staged_index = {d: n for n, d in enumerate(staged)}  # position among the assets sent
-    files: list[_core._File] = [
-        {
-            "store": f.store,
-            "key": f.key,
-            "size": f.size,
-            "etag": f.etag,
-            "dest": str(f.path),
-            "asset": None if f.directory is None else staged_index.get(f.directory),
-            "adopt": _str(f.adopt),
-        }
-        for f in (plan.files[i] for i in fetched)
-    ]
+    files = _EngineFiles(plan, fetched, staged_index)
     assets: list[_core._Asset] = [
         {"dest": str(plan.directories[d]), "adopt": _str(continued.get(plan.directories[d]))}
         for d in staged
@@ -508,6 +498,38 @@ class _RowTracker:
             path=path,
             size=size,
         )
+
+
+class _EngineFiles(Sequence["_core._File"]):
+    """The files the engine fetches (``fetched``, plan positions), in the form
+    ``_core.start_download`` reads them: each one built as the engine takes it, so a
+    plan of many files is never held twice."""
+
+    def __init__(self, plan: DownloadPlan, fetched: array[int], asset: dict[int, int]):
+        self.plan = plan
+        self.fetched = fetched
+        self.asset = asset  # directory index → position among the assets sent
+
+    def __len__(self) -> int:
+        return len(self.fetched)
+
+    @overload
+    def __getitem__(self, index: int) -> _core._File: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[_core._File]: ...
+    def __getitem__(self, index: int | slice) -> _core._File | list[_core._File]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        f = self.plan.files[self.fetched[index]]
+        return {
+            "store": f.store,
+            "key": f.key,
+            "size": f.size,
+            "etag": f.etag,
+            "dest": path_str(f.path),
+            "asset": None if f.directory is None else self.asset.get(f.directory),
+            "adopt": _str(f.adopt),
+        }
 
 
 def _str(path: Path | None) -> str | None:

@@ -11,8 +11,9 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ursa import _core, records
 from ursa.catalog import ModalityRow, QueryResult
@@ -23,6 +24,7 @@ from ursa.sources import Part, Source, parts_for
 from ursa.stores import Location, locate
 
 Action = Literal["fetch", "skip", "resume"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def make_plan(
         raise_from_core(exc)
     files: list[PlannedFile] = []
     directories: list[Path] = []
-    listing = iter(listings)
+    listing = _consume(listings)
     request = iter(requests)
     for row_index, (row, parts) in enumerate(zip(rows, located, strict=True)):
         base = row_dir(dest, row, layout)
@@ -166,7 +168,7 @@ def make_plan(
                 directories.append(base / part.name)
                 directory = len(directories) - 1
                 parent = directories[-1]
-            for key, rel, size, etag in objects:
+            for key, rel, size, etag in _consume(objects):
                 files.append(
                     PlannedFile(parent / rel, key, size, row_index, etag, store_index, directory)
                 )
@@ -191,6 +193,20 @@ def make_plan(
         bytes_free=free_bytes(dest),
         stages=stages,
     )
+
+
+def _consume(items: list[T]) -> Iterator[T]:
+    """``items`` in order, each dropped from the list once yielded: a listing of many
+    objects is released as its planned files are made, not held beside them."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+def path_str(path: Path) -> str:
+    """``str(path)``, without pathlib keeping the string on ``path`` (as ``str()`` and
+    ``os.fspath()`` do): ~150 bytes per planned file for as long as the plan lives."""
+    return os.path.join(path.parent, path.name)
 
 
 def check_space(plan: DownloadPlan) -> None:
@@ -235,7 +251,7 @@ def _check_not_reserved(dest: Path, files: list[PlannedFile], directories: list[
         raise FileExistsError(
             f"{reserved} exists and is not a directory; ursa keeps its download records there"
         )
-    for path in [f.path for f in files] + directories:
+    for path in chain((f.path for f in files), directories):
         if path == reserved or reserved in path.parents:
             raise ValueError(f"{path} would land in {reserved}, which ursa keeps its records in")
 
@@ -286,8 +302,7 @@ def _resume(
         elif (f.directory in kept and os.path.lexists(f.path)) or f.path in in_stage:
             action = "skip"
         out.append(replace(f, action=action) if action != f.action else f)
-    order = _stream_order(files, directories)
-    collisions = tuple(sorted(blocked, key=lambda p: order.get(p, len(order))))
+    collisions = _in_stream_order(blocked, files, directories)
     stages = tuple((directories[i], stage) for i, (stage, _) in sorted(staged.items()))
     return out, collisions, tuple(directories[i] for i in sorted(kept)), stages
 
@@ -372,13 +387,19 @@ def _adoptions(
     return out
 
 
-def _stream_order(files: list[PlannedFile], directories: list[Path]) -> dict[Path, int]:
+def _in_stream_order(
+    paths: set[Path], files: list[PlannedFile], directories: list[Path]
+) -> tuple[Path, ...]:
+    """``paths`` (planned files and directory assets) sorted by where each first occurs
+    in the stream; the order is worked out only when there is something to sort."""
+    if not paths:
+        return ()
     order: dict[Path, int] = {}
     for i, f in enumerate(files):
         order.setdefault(f.path, i)
         if f.directory is not None:
             order.setdefault(directories[f.directory], i)
-    return order
+    return tuple(sorted(paths, key=lambda p: order.get(p, len(order))))
 
 
 def _requests(
@@ -397,8 +418,10 @@ def _check_unique(files: list[PlannedFile], directories: list[Path]) -> None:
     """Two planned entries on one path (possible in the flat layout), or a file where
     another needs a directory, is a ValueError now rather than a clash mid-download."""
     taken: dict[Path, str] = {}
-    entries = [(f.path, f.key) for f in files if f.directory is None]
-    entries += [(d, f"directory asset {d.name}") for d in directories]
+    entries = chain(
+        ((f.path, f.key) for f in files if f.directory is None),
+        ((d, f"directory asset {d.name}") for d in directories),
+    )
     for path, what in entries:
         if path in taken:
             raise ValueError(f"two planned files map to {path}: {taken[path]!r} and {what!r}")
@@ -421,13 +444,6 @@ def _check_unique(files: list[PlannedFile], directories: list[Path]) -> None:
 def _collisions(files: list[PlannedFile], directories: list[Path]) -> tuple[Path, ...]:
     """Existing entries (files, directories, symlinks, even dangling) at planned places,
     in stream order."""
-    candidates = [f.path for f in files if f.directory is None] + list(directories)
-    seen: dict[Path, None] = {}
-    for path in candidates:
-        if os.path.lexists(path):
-            seen[path] = None
-    order = {
-        f.path if f.directory is None else directories[f.directory]: i
-        for i, f in enumerate(reversed(files))
-    }
-    return tuple(sorted(seen, key=lambda p: -order.get(p, -1)))
+    candidates = chain((f.path for f in files if f.directory is None), directories)
+    taken = {p for p in candidates if os.path.lexists(path_str(p))}
+    return _in_stream_order(taken, files, directories)

@@ -33,6 +33,18 @@ pub fn runtime() -> Result<Arc<Runtime>> {
     Ok(rt)
 }
 
+/// Give the memory the C heap holds free back to the system. glibc keeps what a thread
+/// freed in that thread's arena: a listing of many objects is built on the runtime's
+/// workers and dropped once Python has its copy, and without this it stays resident
+/// (~280 bytes per listed object) for the rest of the process. Elsewhere: nothing.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it takes no pointer of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Run blocking file-system work `f` without stalling the runtime's other tasks: on a
 /// worker of the multi-thread runtime the worker hands its queue to another thread for
 /// the call (`block_in_place`); elsewhere (a plain thread, a single-threaded test

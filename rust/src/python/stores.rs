@@ -142,7 +142,7 @@ pub(super) fn list_objects(
         })
         .collect();
     let listed = wait(py, listing::expand_all(stores, requests))?.map_err(to_py)?;
-    Ok(listed
+    let out = listed
         .into_iter()
         .map(|objects| {
             objects
@@ -150,7 +150,9 @@ pub(super) fn list_objects(
                 .map(|o| (o.key, o.rel, o.size, o.etag))
                 .collect()
         })
-        .collect())
+        .collect();
+    crate::runtime::return_freed_memory();
+    Ok(out)
 }
 
 /// Upload local files `(path, key)` (for fixtures and demos), `concurrency` at a time,
