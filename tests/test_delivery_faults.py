@@ -135,13 +135,25 @@ def test_an_object_replaced_while_read_is_refused(
     assert "c/0/3" in str(caught.value)
 
 
-def chunk_gets(proxy: FaultProxy) -> list[str]:
-    return [r.path for r in proxy.requests if r.method == "GET" and "/data/c/" in r.path]
+def chunk_gets(proxy: FaultProxy, rec: Recording) -> list[str]:
+    return [
+        r.path
+        for r in proxy.requests
+        if r.method == "GET" and "/data/c/" in r.path and rec.recording_hash in r.path
+    ]
+
+
+@pytest.fixture(scope="module")
+def own_rec(profile: Profile) -> Recording:
+    """A recording no other test reads: a stream another test left to the garbage
+    collector may still be fetching the shared one's chunks through the session proxy."""
+    return build_recording(profile, ROWS[:1], seed=942, duration_s=100.0)
 
 
 def test_closing_a_stream_stops_its_requests(
-    profile: Profile, rec: Recording, faulty: FaultProxy
+    profile: Profile, own_rec: Recording, faulty: FaultProxy
 ) -> None:
+    rec = own_rec
     data = DataInterface(profile_for(faulty.endpoint))
     target = data.query(recording_hash=rec.recording_hash, modality="eeg")
     # One request at a time, each chunk (2 s of EEG, 16 kB) sent in 0.6 s, forty windows
@@ -157,9 +169,9 @@ def test_closing_a_stream_stops_its_requests(
     stream.close()
     assert time.monotonic() - before < 1.0
     time.sleep(0.3)  # a request cancelled mid-flight may still reach the proxy
-    count = len(chunk_gets(faulty))
+    count = len(chunk_gets(faulty, rec))
     time.sleep(1.0)
-    assert len(chunk_gets(faulty)) == count  # nothing new started after close()
+    assert len(chunk_gets(faulty, rec)) == count  # nothing new started after close()
     assert count < 10  # fewer than the ten chunks the prefetch asked for (4 seen under load)
     assert list(it) == []
 
