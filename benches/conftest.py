@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -477,3 +477,17 @@ def core_build() -> str:
     if ".debug_info" in sections:
         return "a dev build (debug info, unoptimized)"
     return "a release build"
+
+
+def measure_and_write(
+    doc: str, measure: Callable[[Path], str], prefix: str, base: str | None = None
+) -> None:
+    """Run a benchmark script's ``measure`` in a scratch directory (removed after), write its
+    text to ``docs/<doc>`` and print it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        text = measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (ROOT / "docs" / doc).write_text(text)
+    print(text)

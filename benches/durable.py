@@ -17,11 +17,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from conftest import ROOT, bench_store, child_env
+from conftest import bench_store, child_env, measure_and_write
 from ursa.testing import RowSpec, build_recording
 
 MiB = 1 << 20
@@ -94,13 +93,9 @@ it (for a directory asset: every staged file and directory, then the parent).
 
 def main() -> None:
     base = os.environ.get("URSA_BENCH_DIR") or None
-    work = Path(tempfile.mkdtemp(prefix="ursa-durable-", dir=base))
-    try:
-        text = measure(work, work / "dest")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    (ROOT / "docs" / "benchmarks-durable.md").write_text(text)
-    print(text)
+    measure_and_write(
+        "benchmarks-durable.md", lambda work: measure(work, work / "dest"), "ursa-durable-", base
+    )
 
 
 if __name__ == "__main__":

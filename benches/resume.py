@@ -17,17 +17,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT, bench_store, child_env
+from conftest import ROOT, bench_store, child_env, measure_and_write
 from ursa import DataInterface, Profile
 from ursa.testing import RowSpec, build_recording
 
@@ -118,13 +116,7 @@ def resume_after_kill(profile: Profile, work: Path, endpoint: str) -> dict[str, 
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="ursa-resume-"))
-    try:
-        text = measure(work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    (ROOT / "docs" / "benchmarks-resume.md").write_text(text)
-    print(text)
+    measure_and_write("benchmarks-resume.md", measure, "ursa-resume-")
 
 
 def measure(work: Path) -> str:

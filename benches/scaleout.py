@@ -24,11 +24,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from conftest import ROOT, bench_store, child_env, core_build
+from conftest import bench_store, child_env, core_build, measure_and_write
 from ursa.testing import RowSpec, build_recording
 
 MiB = 1 << 20
@@ -138,13 +137,7 @@ Load average when the big runs ended: {load:.1f}.
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="ursa-ray-bench-", dir="/dev/shm"))
-    try:
-        text = measure(work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    (ROOT / "docs" / "benchmarks-ray.md").write_text(text)
-    print(text)
+    measure_and_write("benchmarks-ray.md", measure, "ursa-ray-bench-", "/dev/shm")
 
 
 if __name__ == "__main__":
