@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod journal;
 pub mod keypath;
 pub mod listing;
+pub mod md5sum;
 pub mod parts;
 pub mod read;
 pub mod records;

@@ -9,10 +9,9 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use md5::{Digest, Md5};
-
 use crate::checksum::{Algorithm, Checksum, Running};
 use crate::error::{Error, ErrorKind, Result};
+use crate::md5sum::Md5;
 use crate::store::unquote;
 use crate::window::Window;
 
@@ -272,7 +271,10 @@ mod tests {
             .unwrap();
         let bytes: Vec<u8> = (0..parts as u64 * len).map(|i| (i * 7 % 251) as u8).collect();
         let ranges: Vec<_> = (0..parts as u64).map(|p| p * len..(p + 1) * len).collect();
-        let etag: String = Md5::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let etag: String = <md5::Md5 as md5::Digest>::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let window = Arc::new(Window::new(len, 2 * len));
         let whole = Verifier::for_object(Some(&etag), Verify::Auto);
         let digest = OrderedDigest::new(&ranges, whole, window);
