@@ -224,10 +224,17 @@ def build(name: str, profile_fields: dict[str, Any], scratch: Path) -> dict[str,
     return spec
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU (user+sys, every thread) process `pid` has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Measure:
     wall_s: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
+    server_cpu_s: list[float] = field(default_factory=list)  # SeaweedFS's, during the run
     rss_kib: list[int] = field(default_factory=list)
     bytes: int = 0
     retries: int | None = None  # over all runs; None: the tool does not report them
@@ -319,6 +326,7 @@ def record(workload: str, tool: str, result: dict[str, Any]) -> None:
     m = peers.setdefault(tool, Measure())
     m.wall_s.append(result["wall_s"])
     m.cpu_s.append(result["cpu_s"])
+    m.server_cpu_s.append(result["server_cpu_s"])
     m.rss_kib.append(result["rss_kib"])
     m.bytes = result["bytes"]
     if result["retries"] is not None:
@@ -379,13 +387,18 @@ def bounds() -> str:
     size_only = {t: v for t, v in med.items() if t not in ("ursa", "rclone", "md5")}
     fastest = min(size_only, key=size_only.__getitem__)
     bound = max(size_only[fastest], med["md5"])
+    ursa = tools["ursa"]
+    cpu, server_cpu = statistics.median(ursa.cpu_s), statistics.median(ursa.server_cpu_s)
+    cores = os.cpu_count() or 1
     return (
         f"MD5 bounds on {MD5_WORKLOAD} (same run): transfer bound {size_only[fastest]:.2f} s "
         f"({fastest}, size only); MD5 bound {med['md5']:.2f} s (hashlib.md5 over the 1 GiB in "
         f"memory, one core, {GiB / med['md5'] / 1e6:,.0f} MB/s); max = {bound:.2f} s; "
         f"ursa {med['ursa']:.2f} s = {med['ursa'] / bound:.2f} x the bound"
         + (f", {med['ursa'] / med['rclone']:.2f} x rclone" if "rclone" in med else "")
-        + ".\n"
+        + f". The CPU both sides need: ursa {cpu:.2f} s + SeaweedFS {server_cpu:.2f} s on "
+        f"{cores} cores: at least {(cpu + server_cpu) / cores:.2f} s; ursa = "
+        f"{med['ursa'] / ((cpu + server_cpu) / cores):.2f} x that.\n"
     )
 
 
@@ -400,18 +413,20 @@ def table() -> str:
             f"### {workload} — {what}",
             "",
             "| tool | median s (runs) | min, max s | MB/s | vs best peer | CPU s/GiB "
-            "| peak RSS MiB | retries |",
-            "|---|---|---|---|---|---|---|---|",
+            "| server CPU s/GiB | peak RSS MiB | retries |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for tool in sorted(tools, key=medians.__getitem__):
             m = tools[tool]
             ratio = f"{medians[tool] / peers[best]:.2f} of {best}" if best else "-"
             rate = m.bytes / medians[tool] / 1e6 if tool != "md5" else GiB / medians[tool] / 1e6
             cpu = "-" if tool == "md5" else f"{_cpu_gib(m):.2f}"
+            gib = max(m.bytes, 1) / GiB
+            server = "-" if tool == "md5" else f"{statistics.median(m.server_cpu_s) / gib:.2f}"
             lines.append(
                 f"| {tool} | {medians[tool]:.3f} ({len(m.wall_s)}) "
                 f"| {min(m.wall_s):.2f}, {max(m.wall_s):.2f} | {rate:,.0f} | {ratio} "
-                f"| {cpu} | {max(m.rss_kib) / 1024:.0f} "
+                f"| {cpu} | {server} | {max(m.rss_kib) / 1024:.0f} "
                 f"| {'-' if m.retries is None else m.retries} |"
             )
         lines.append("")
@@ -445,7 +460,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "FULL_OBJECT CRC32/CRC32C/CRC64NVME, single PUT with a CRC32), or by the engine "
         "with a CRC32 (zarr, mixed). Time and CPU (user+sys, a CLI tool's included) are "
         "measured inside that process around the transfer, after module imports (median of "
-        "the runs); peak RSS is the whole process's; the ratio is the tool's median over the "
+        "the runs); server CPU is SeaweedFS's over the tool's whole process; peak RSS is "
+        "the whole process's; the ratio is the tool's median over the "
         "best peer's (peers: every tool but ursa); retries are the requests a tool retried "
         "over all its runs (- where the tool does not report them). A tool slower than "
         f"{SLOW_S:.0f} s in round 1 runs once.\n\n"

@@ -17,11 +17,13 @@ from conftest import (
     TOOLS,
     WORKLOADS,
     build,
+    process_cpu_s,
     record,
     retire,
     run_tool,
     selected,
 )
+from ursa.testing.seaweed import SeaweedServer
 
 ROUNDS = int(os.environ.get("URSA_BENCH_ROUNDS", "5"))
 
@@ -35,7 +37,12 @@ def tools_for(name: str) -> list[str]:
 @pytest.mark.timeout(7200)
 @pytest.mark.parametrize("name", selected("URSA_BENCH_WORKLOADS", tuple(WORKLOADS)))
 def test_download(
-    name: str, profile_fields: dict[str, Any], scratch: Path, dest_root: Path, trash: Path
+    name: str,
+    server: SeaweedServer,
+    profile_fields: dict[str, Any],
+    scratch: Path,
+    dest_root: Path,
+    trash: Path,
 ) -> None:
     """Every tool once per round, the order rotated each round, so that no tool always
     runs right after the same one, or always first after the upload."""
@@ -49,7 +56,9 @@ def test_download(
             if tool in slow:
                 continue
             dest = dest_root / f"{tool}-{i}"
+            before = process_cpu_s(server.pid)
             result = run_tool(tool, spec, dest)
+            result["server_cpu_s"] = process_cpu_s(server.pid) - before
             record(name, tool, result)
             done[tool].append(result["bytes"])
             retire(dest, trash)

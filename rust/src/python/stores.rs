@@ -116,6 +116,9 @@ pub(super) fn stores(handles: &[PyRef<'_, StoreHandle>]) -> Vec<Arc<Store>> {
     handles.iter().map(|h| h.inner.clone()).collect()
 }
 
+/// Objects listed in one call from which the freed listing is handed back to the system.
+const TRIM_AFTER: usize = 4096;
+
 /// One listed object: (key, key relative to the request, size, etag).
 type Listed = (String, String, u64, Option<String>);
 
@@ -142,6 +145,7 @@ pub(super) fn list_objects(
         })
         .collect();
     let listed = wait(py, listing::expand_all(stores, requests))?.map_err(to_py)?;
+    let count: usize = listed.iter().map(Vec::len).sum();
     let out = listed
         .into_iter()
         .map(|objects| {
@@ -151,7 +155,11 @@ pub(super) fn list_objects(
                 .collect()
         })
         .collect();
-    crate::runtime::return_freed_memory();
+    // Worth its cost (a walk of the heap, ~0.1 ms) only after a large listing: not on
+    // every one-object call.
+    if count >= TRIM_AFTER {
+        crate::runtime::return_freed_memory();
+    }
     Ok(out)
 }
 
