@@ -155,8 +155,8 @@ pub(super) fn list_objects(
                 .collect()
         })
         .collect();
-    // Worth its cost (a walk of the heap, ~0.1 ms) only after a large listing: not on
-    // every one-object call.
+    // Worth its cost (a walk of the heap, an madvise per run of free pages) only after a
+    // large listing, not on every one-object call.
     if count >= TRIM_AFTER {
         crate::runtime::return_freed_memory();
     }
