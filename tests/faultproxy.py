@@ -93,6 +93,9 @@ class RequestRecord:
     fault: str | None
     status: int | None  # forwarded or made up; None if the client got no response head
     target: str = ""  # the request line's target as sent (path and query string)
+    # time.monotonic() when the whole response was sent; None if it was not (yet): still
+    # going, cut by a fault, or the client went away mid-answer
+    done: float | None = None
 
 
 @dataclass
@@ -105,6 +108,7 @@ class _Record:  # filled in while the exchange runs; records() hands out frozen 
     fault: str | None = None
     status: int | None = None
     target: str = ""
+    done: float | None = None
 
 
 @dataclass
@@ -547,6 +551,8 @@ class FaultProxy:
             else:
                 cwriter.write(resp.raw())
                 await _relay(ureader, cwriter, framing, rule)
+            if fault not in _CUTS:
+                record.done = time.monotonic()
             if rule and fault == "reset_mid_body":
                 await _reset(cwriter)
             if rule and fault == "stall":
@@ -601,4 +607,5 @@ class FaultProxy:
             cwriter.write(body)
         await cwriter.drain()
         record.status = rule.status
+        record.done = time.monotonic()
         return keep

@@ -1,7 +1,7 @@
 """The delivery verbs over a faulty network (the fault proxy in front of SeaweedFS): only
 the bytes a clip needs are fetched, faults mid-read are retried with the exact result, an
 object replaced while being read is refused, progress follows the download grammar, and
-closing a stream stops its requests."""
+closing a stream, or a call failing, stops its requests."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ import pytest
 
 import delivery_oracle as oracle
 from conftest import profile_for
-from faultproxy import FaultProxy, Rule
-from ursa import DataInterface, DownloadProgress, ObjectStoreError, Profile, RetryPolicy
+from faultproxy import FaultProxy, RequestRecord, Rule
+from ursa import (
+    AccessDeniedError,
+    DataInterface,
+    DownloadProgress,
+    ObjectStoreError,
+    Profile,
+    RetryPolicy,
+)
 from ursa.catalog import ModalityRow
 from ursa.testing import Recording, RowSpec, build_recording
 
@@ -135,12 +142,16 @@ def test_an_object_replaced_while_read_is_refused(
     assert "c/0/3" in str(caught.value)
 
 
-def chunk_gets(proxy: FaultProxy, rec: Recording) -> list[str]:
+def chunk_records(proxy: FaultProxy, rec: Recording) -> list[RequestRecord]:
     return [
-        r.path
+        r
         for r in proxy.requests
         if r.method == "GET" and "/data/c/" in r.path and rec.recording_hash in r.path
     ]
+
+
+def chunk_gets(proxy: FaultProxy, rec: Recording) -> list[str]:
+    return [r.path for r in chunk_records(proxy, rec)]
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +199,68 @@ def test_stream_retries_faults_too(profile: Profile, rec: Recording, faulty: Fau
     for a, b in zip(got, truth, strict=True):
         np.testing.assert_array_equal(a, b)
     assert stream.retries >= 3
+
+
+# A failed call stops its other reads. Every chunk (16 kB) is sent in 1 kB pieces 0.1 s
+# apart, so each read takes ~1.5 s; one chunk of eeg is refused for good (403: never
+# retried). A read cancelled mid-body ends at the proxy's next piece; one left running ends
+# up to 1.5 s later.
+LATE_S = 0.5
+
+
+def refuse(faulty: FaultProxy, chunk: str) -> None:
+    """Refuse eeg's chunk ``chunk`` (e.g. "0/2") for good and slow every other chunk."""
+    faulty.add(Rule("status", method="GET", key=rf"/eeg\.zarr/data/c/{chunk}$", status=403))
+    faulty.add(Rule("slow", method="GET", key=r"/data/c/", chunk=1_000, delay_s=0.1))
+
+
+@pytest.fixture(scope="module")
+def signals(profile: Profile) -> Recording:
+    """Two Zarr rows of 50 chunks each, read by no other test."""
+    rows = [
+        RowSpec(m, asset_format="zarr", segments=1, segment_size=1, zarr_chunk_bytes=16_000)
+        for m in ("eeg", "emg")
+    ]
+    return build_recording(profile, rows, seed=943, duration_s=100.0)
+
+
+def assert_stopped(faulty: FaultProxy, rec: Recording, raised: float) -> None:
+    """Nothing of the failed call runs on after it raised: no chunk request starts later,
+    and none in flight then is answered in full."""
+    time.sleep(LATE_S)  # a request cancelled mid-flight may still reach the proxy
+    seen = chunk_gets(faulty, rec)
+    time.sleep(1.5)
+    assert chunk_gets(faulty, rec) == seen, "chunk requests started after the call raised"
+    late = [r.path for r in chunk_records(faulty, rec) if (r.done or 0) > raised + LATE_S]
+    assert late == [], "chunk requests were answered in full after the call raised"
+
+
+def test_a_failed_materialize_stops_its_other_reads(
+    profile: Profile, signals: Recording, faulty: FaultProxy
+) -> None:
+    data = DataInterface(profile_for(faulty.endpoint))
+    target = data.query(recording_hash=signals.recording_hash)
+    assert [r.modality for r in target] == ["eeg", "emg"]  # eeg is decoded (and fails) first
+    refuse(faulty, "0/1")
+    # One request at a time, taken in turn by the two rows' reads (each row's chunks in
+    # key order: c/0/0, c/0/1, c/0/10, ...): eeg's second fails with emg's 49 to go.
+    with pytest.raises(AccessDeniedError, match="c/0/1"):
+        data.materialize(target, max_concurrency=1, retry=FAST)
+    assert_stopped(faulty, signals, time.monotonic())
+
+
+def test_a_failed_stream_stops_its_reads_ahead(
+    profile: Profile, signals: Recording, faulty: FaultProxy
+) -> None:
+    data = DataInterface(profile_for(faulty.endpoint))
+    target = data.query(recording_hash=signals.recording_hash, modality="eeg")
+    refuse(faulty, "0/2")
+    # One chunk per 2 s window, two requests at a time, 8 windows fetched ahead: the
+    # window that needs c/0/2 fails with reads ahead under way and waiting.
+    stream = data.stream(target, window=2.0, prefetch=8, max_concurrency=2, retry=FAST)
+    got = 0
+    with pytest.raises(AccessDeniedError, match="c/0/2"):
+        for _ in stream:
+            got += 1
+    assert got == 2
+    assert_stopped(faulty, signals, time.monotonic())

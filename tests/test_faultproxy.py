@@ -358,6 +358,21 @@ def test_slow_body_is_complete_but_paced(
     assert 0.65 < time.monotonic() - started < 3
 
 
+def test_done_marks_answers_sent_whole_and_not_those_cut(
+    proxy: FaultProxy, via: Any, obj: tuple[str, bytes], conn: http.client.HTTPConnection
+) -> None:
+    key, data = obj
+    proxy.add(Rule("slow", chunk=4096, delay_s=0.05))  # 16 chunks: 0.75 s
+    assert _get(conn, _url(via, key)).read() == data
+    (whole,) = proxy.records()
+    assert whole.done is not None and whole.done - whole.time > 0.6
+    response = _get(conn, _url(via, key))
+    assert len(response.read(4096)) == 4096
+    conn.close()  # a client giving up mid-body
+    time.sleep(1.0)  # the whole answer would have been sent by now
+    assert proxy.records()[1].done is None
+
+
 def test_ignore_range_with_a_presigned_url(
     proxy: FaultProxy, via: Any, obj: tuple[str, bytes], conn: http.client.HTTPConnection
 ) -> None:

@@ -9,7 +9,7 @@ bounds the bytes fetched but not yet taken, across every read of one reader.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
@@ -64,6 +64,15 @@ class PendingRead:
             self._handle.cancel()
             raise
         return out
+
+
+def cancel_all(reads: Iterable[PendingRead | None]) -> None:
+    """Cancel ``reads`` (given in the order they were started), the latest first: a
+    cancelled read's request slots go to reads still waiting for them, mostly later ones,
+    which should be cancelled already rather than send requests before their turn."""
+    for read in reversed(list(reads)):
+        if read is not None:
+            read.cancel()
 
 
 class RangeReader:

@@ -16,7 +16,7 @@ from ursa.delivery.select import by_recording, select_rows
 from ursa.delivery.timeaxis import Span, TimeLike, check_order, resolve
 from ursa.events import Emitter, Phase, ProgressCallback
 from ursa.profiles import Profile
-from ursa.ranges import ByteRange
+from ursa.ranges import ByteRange, cancel_all
 from ursa.retry import RetryPolicy
 
 _INFLIGHT_BYTES = 256 << 20
@@ -96,9 +96,7 @@ def materialize(
                     key=_asset_key(row) if phase == "file_done" else None,
                 )
     except BaseException:
-        for job in pending:
-            if job is not None:
-                job.cancel()
+        cancel_all(pending)
         raise
     total = readers.bytes_fetched + other_bytes
     emitter.bytes_total = max(emitter.bytes_total or 0, total)

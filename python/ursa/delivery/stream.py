@@ -26,7 +26,7 @@ from ursa.delivery.results import Window
 from ursa.delivery.select import by_recording, select_rows
 from ursa.delivery.timeaxis import Span, TimeLike, check_order, resolve
 from ursa.profiles import Profile
-from ursa.ranges import ByteRange
+from ursa.ranges import ByteRange, cancel_all
 from ursa.retry import RetryPolicy
 
 # Window edges are rounded to the nanosecond, so 0.1 * 3 is 0.3 and not 0.30000000000000004.
@@ -149,9 +149,7 @@ class WindowStream:
         if self._closed:
             return
         self._closed = True
-        for planned in self._queue:
-            for job, _ in planned.jobs:
-                job.cancel()
+        cancel_all(job for planned in self._queue for job, _ in planned.jobs)
         self._queue.clear()
         for _, assets in self._recordings:
             for asset in assets:
