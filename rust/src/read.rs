@@ -249,6 +249,7 @@ impl Reader {
             };
             let work = std::panic::AssertUnwindSafe(work).catch_unwind();
             let result = tokio::select! {
+                biased; // a cancelled read does no more work, even if its turn came too
                 _ = token.cancelled() => Err(cancelled()),
                 result = work => result.unwrap_or_else(|panic| Err(Error::panicked(panic.as_ref(), &first_key))),
             };
@@ -282,6 +283,9 @@ impl Reader {
         cancel: &CancellationToken,
     ) -> Result<Vec<u8>> {
         let _slot = self.requests.acquire().await.expect("request limit closed");
+        if cancel.is_cancelled() {
+            return Err(cancelled()); // cancelled while waiting: the slot goes to the next read
+        }
         let fetch = Fetch {
             store: &self.store,
             key: &request.key,
