@@ -148,11 +148,7 @@ impl OrderedDigest {
         OrderedDigest {
             landed: ranges.iter().map(|_| AtomicBool::new(false)).collect(),
             front: AtomicUsize::new(0),
-            state: Mutex::new(Frontier {
-                part: 0,
-                at,
-                verifier,
-            }),
+            state: Mutex::new(Frontier { part: 0, at, verifier }),
             window,
         }
     }
@@ -282,14 +278,7 @@ mod tests {
     }
 
     /// Write `piece` of part `part` to the file and tell the digest, as a sink would.
-    fn write(
-        file: &File,
-        digest: &OrderedDigest,
-        ranges: &[Range<u64>],
-        bytes: &[u8],
-        part: usize,
-        piece: Range<u64>,
-    ) {
+    fn write(file: &File, digest: &OrderedDigest, ranges: &[Range<u64>], bytes: &[u8], part: usize, piece: Range<u64>) {
         let data = &bytes[piece.start as usize..piece.end as usize];
         file.write_all_at(data, piece.start).unwrap();
         digest.wrote(part, data, piece.start, file, ranges).unwrap();
