@@ -16,7 +16,7 @@ use crate::journal::Journal;
 use crate::retry::{Budget, RetryPolicy};
 use crate::runtime::off_runtime;
 use crate::store::Store;
-use crate::verify::{hash_range, OrderedDigest, Verifier};
+use crate::verify::{hash_range, Verifier};
 
 /// Counters shared by every task of one download, read by the caller while it runs.
 #[derive(Debug, Default)]
@@ -43,13 +43,10 @@ const WRITE_BATCH: usize = 256 << 10;
 
 /// A temporary file (parts write in parallel, each at its own offsets), optionally with
 /// the journal of one part's progress, so a killed run can be continued: a note follows
-/// each write (at most one per `JOURNAL_EVERY` bytes); and with the object's MD5, which
-/// hashes the bytes as they are written when its frontier is in this part. Writes run off
-/// the async workers.
+/// each write (at most one per `JOURNAL_EVERY` bytes). Writes run off the async workers.
 pub struct FileSink<'a> {
     file: &'a File,
     journal: Option<(&'a Journal, usize, Range<u64>)>,
-    digest: Option<(&'a OrderedDigest, usize, &'a [Range<u64>])>,
     pending: Vec<u8>,
     at: u64,
 }
@@ -59,17 +56,8 @@ impl<'a> FileSink<'a> {
         FileSink {
             file,
             journal: None,
-            digest: None,
             pending: Vec::new(),
             at: 0,
-        }
-    }
-
-    /// Part `part` of an object (split into `ranges`) whose MD5 `digest` is the check.
-    pub fn hashed_by(self, digest: &'a OrderedDigest, part: usize, ranges: &'a [Range<u64>]) -> FileSink<'a> {
-        FileSink {
-            digest: Some((digest, part, ranges)),
-            ..self
         }
     }
 
@@ -81,8 +69,7 @@ impl<'a> FileSink<'a> {
         }
     }
 
-    /// Write `data` at `at`, then note it in the journal (never before it is written),
-    /// then hand it to the object's MD5.
+    /// Write `data` at `at`, then note it in the journal (never before it is written).
     fn write(&self, data: &[u8], at: u64) -> Result<()> {
         self.file
             .write_all_at(data, at)
@@ -92,9 +79,6 @@ impl<'a> FileSink<'a> {
             journal
                 .note(*part, end - range.start, end == range.end)
                 .map_err(|e| Error::io("writing the download's journal", &e))?;
-        }
-        if let Some((digest, part, ranges)) = self.digest {
-            digest.wrote(part, data, at, self.file, ranges)?;
         }
         Ok(())
     }

@@ -224,7 +224,7 @@ impl PartsCheck {
                 (Some(checksum), _) => PartsCheck::Stored(checksum),
                 (None, Some(window)) => {
                     let whole = Verifier::for_object(fetch.etag, verify);
-                    let digest = OrderedDigest::new(&object.ranges, whole, window.clone());
+                    let digest = OrderedDigest::new(object.ranges.len(), whole, window.clone());
                     return Ok(PartsCheck::Md5(Box::new(digest)));
                 }
                 (None, None) => PartsCheck::Size,
@@ -451,7 +451,7 @@ impl Engine {
         let held = object.held[part];
         if object.ranges.len() == 1 {
             let mut whole = Verifier::for_object(job.etag.as_deref(), self.options.verify);
-            fill_part(&fetch, file, part, range, held, &mut whole, None).await?;
+            fill_part(&fetch, file, part, range, held, &mut whole).await?;
             return self.publish(object).await;
         }
         let check = object
@@ -459,11 +459,7 @@ impl Engine {
             .get_or_try_init(|| PartsCheck::learn(&fetch, object, self.options.verify))
             .await?;
         let mut verifier = Verifier::for_part(check.part_algorithm());
-        let digest = match check {
-            PartsCheck::Md5(digest) => Some((digest.as_ref(), object.ranges.as_slice())),
-            _ => None,
-        };
-        let crc = fill_part(&fetch, file, part, range, held, &mut verifier, digest).await?;
+        let crc = fill_part(&fetch, file, part, range, held, &mut verifier).await?;
         if let Some(crc) = crc {
             object.part_crcs[part].store(crc.value, Ordering::Relaxed);
         }
@@ -549,8 +545,7 @@ impl Engine {
 }
 
 /// Fetch `part` of an object into its temporary, continuing from the `held` bytes a killed
-/// run left there, noting progress in the journal if the object keeps one, and handing
-/// the bytes to the object's MD5 (`digest`, over the object's parts) if that is its check.
+/// run left there, and noting progress in the journal if the object keeps one.
 async fn fill_part(
     fetch: &Fetch<'_>,
     file: &TempFile,
@@ -558,15 +553,11 @@ async fn fill_part(
     range: Range<u64>,
     held: u64,
     verifier: &mut Verifier,
-    digest: Option<(&OrderedDigest, &[Range<u64>])>,
 ) -> Result<Option<Checksum>> {
     let mut sink = match &file.journal {
         Some(journal) => FileSink::journaled(&file.file, journal, part, range.clone()),
         None => FileSink::new(&file.file),
     };
-    if let Some((digest, ranges)) = digest {
-        sink = sink.hashed_by(digest, part, ranges);
-    }
     fetch
         .range_resumed(&mut sink, range, verifier, &file.file, held)
         .await

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::checksum::{Algorithm, Checksum, Running};
@@ -123,56 +123,21 @@ pub fn md5_of_etag(etag: &str) -> Option<[u8; 16]> {
 }
 
 /// Hashes an object's parts with MD5 in order while later parts are still downloading,
-/// so the check costs little more wall time than the last part's share. The part at the
-/// hash frontier is hashed from memory as its bytes are written (`wrote`); bytes that
-/// landed out of order are read back from the file once the frontier reaches them. The
-/// window hears of each part hashed, so that fetching stays a bounded distance ahead.
+/// so the check costs little more wall time than the last part's share. The window
+/// hears of each part hashed, so that fetching stays a bounded distance ahead.
 pub struct OrderedDigest {
     landed: Vec<AtomicBool>,
-    /// The part the frontier is in (mirrors `state.part`, read without the lock).
-    front: AtomicUsize,
-    state: Mutex<Frontier>,
+    state: Mutex<(usize, Verifier)>,
     window: Arc<Window>,
 }
 
-/// How far the hash has got: every byte before `at`, which lies in part `part`.
-struct Frontier {
-    part: usize,
-    at: u64,
-    verifier: Verifier,
-}
-
 impl OrderedDigest {
-    pub fn new(ranges: &[Range<u64>], verifier: Verifier, window: Arc<Window>) -> OrderedDigest {
-        let at = ranges.first().map_or(0, |r| r.start);
+    pub fn new(parts: usize, verifier: Verifier, window: Arc<Window>) -> OrderedDigest {
         OrderedDigest {
-            landed: ranges.iter().map(|_| AtomicBool::new(false)).collect(),
-            front: AtomicUsize::new(0),
-            state: Mutex::new(Frontier { part: 0, at, verifier }),
+            landed: (0..parts).map(|_| AtomicBool::new(false)).collect(),
+            state: Mutex::new((0, verifier)),
             window,
         }
-    }
-
-    /// `data` was just written at `at` in part `part`, whose bytes before `at` are in
-    /// `file`. At the frontier, hash it now, from memory (catching up first on the part's
-    /// bytes written while the part before it was still being hashed); elsewhere, or if
-    /// another task holds the hash, leave it to be read back later.
-    pub fn wrote(&self, part: usize, data: &[u8], at: u64, file: &File, ranges: &[Range<u64>]) -> Result<()> {
-        if self.front.load(Ordering::Acquire) != part {
-            return Ok(());
-        }
-        let Ok(mut state) = self.state.try_lock() else {
-            return Ok(());
-        };
-        if state.part != part || state.at > at {
-            return Ok(());
-        }
-        let behind = state.at..at;
-        hash_range(file, &mut state.verifier, behind)?;
-        state.verifier.update(data);
-        state.at = at + data.len() as u64;
-        self.advance(&mut state, ranges);
-        Ok(())
     }
 
     /// Mark part `i` landed and hash every landed part at the front, unless another task
@@ -183,7 +148,7 @@ impl OrderedDigest {
             let Ok(mut state) = self.state.try_lock() else {
                 return Ok(());
             };
-            let next = self.hash_landed(&mut state, file, ranges)?;
+            let next = self.hash_ready(&mut state, file, ranges)?;
             drop(state);
             if next >= ranges.len() || !self.landed[next].load(Ordering::Acquire) {
                 return Ok(());
@@ -191,35 +156,22 @@ impl OrderedDigest {
         }
     }
 
-    /// Read back and hash the rest of every landed part at the frontier.
-    fn hash_landed(&self, state: &mut Frontier, file: &File, ranges: &[Range<u64>]) -> Result<usize> {
-        while state.part < ranges.len() && self.landed[state.part].load(Ordering::Acquire) {
-            let end = ranges[state.part].end;
-            crate::runtime::off_runtime(|| hash_range(file, &mut state.verifier, state.at..end))?;
-            state.at = end;
-            self.advance(state, ranges);
+    fn hash_ready(&self, state: &mut (usize, Verifier), file: &File, ranges: &[Range<u64>]) -> Result<usize> {
+        while state.0 < ranges.len() && self.landed[state.0].load(Ordering::Acquire) {
+            crate::runtime::off_runtime(|| hash_range(file, &mut state.1, ranges[state.0].clone()))?;
+            state.0 += 1;
+            self.window.hashed(state.0);
         }
-        Ok(state.part)
-    }
-
-    /// Move the frontier past every part hashed to its end, and tell the window.
-    fn advance(&self, state: &mut Frontier, ranges: &[Range<u64>]) {
-        let start = state.part;
-        while state.part < ranges.len() && state.at == ranges[state.part].end {
-            state.part += 1;
-        }
-        if state.part != start {
-            self.front.store(state.part, Ordering::Release);
-            self.window.hashed(state.part);
-        }
+        Ok(state.0)
     }
 
     /// Once every part has landed: finish hashing (waiting for a task still at it) and check.
     pub fn finish(&self, file: &File, ranges: &[Range<u64>], key: &str) -> Result<()> {
         crate::runtime::off_runtime(|| {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            self.hash_landed(&mut state, file, ranges)?;
-            state.verifier.finish(key).map(|_| ())
+            self.hash_ready(&mut state, file, ranges)?;
+            state.0 = 0;
+            state.1.finish(key).map(|_| ())
         })
     }
 }
@@ -235,9 +187,6 @@ thread_local! {
 
 /// Feed `range` of `file` to `verifier` (bytes already on disk).
 pub fn hash_range(file: &File, verifier: &mut Verifier, range: Range<u64>) -> Result<()> {
-    if range.is_empty() {
-        return Ok(()); // and no buffer for this thread
-    }
     READ_BUF.with_borrow_mut(|buf| {
         buf.resize(READ_BACK, 0);
         let mut pos = range.start;
@@ -255,73 +204,6 @@ pub fn hash_range(file: &File, verifier: &mut Verifier, range: Range<u64>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A file of `parts` parts of `len` bytes, the object's MD5 ETag and its digest.
-    fn object(parts: usize, len: u64) -> (tempfile::TempDir, File, Vec<u8>, Vec<Range<u64>>, OrderedDigest) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(dir.path().join("f"))
-            .unwrap();
-        let bytes: Vec<u8> = (0..parts as u64 * len).map(|i| (i * 7 % 251) as u8).collect();
-        let ranges: Vec<_> = (0..parts as u64).map(|p| p * len..(p + 1) * len).collect();
-        let etag: String = <md5::Md5 as md5::Digest>::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let window = Arc::new(Window::new(len, 2 * len));
-        let whole = Verifier::for_object(Some(&etag), Verify::Auto);
-        let digest = OrderedDigest::new(&ranges, whole, window);
-        (dir, file, bytes, ranges, digest)
-    }
-
-    /// Write `piece` of part `part` to the file and tell the digest, as a sink would.
-    fn write(file: &File, digest: &OrderedDigest, ranges: &[Range<u64>], bytes: &[u8], part: usize, piece: Range<u64>) {
-        let data = &bytes[piece.start as usize..piece.end as usize];
-        file.write_all_at(data, piece.start).unwrap();
-        digest.wrote(part, data, piece.start, file, ranges).unwrap();
-    }
-
-    #[test]
-    fn the_frontier_part_is_hashed_as_it_is_written() {
-        let (_dir, file, bytes, ranges, digest) = object(3, 1000);
-        write(&file, &digest, &ranges, &bytes, 0, 0..400);
-        write(&file, &digest, &ranges, &bytes, 0, 400..1000);
-        // Part 0 is hashed although it has not been reported landed: parts may go ahead.
-        assert_eq!(digest.front.load(Ordering::Acquire), 1);
-        // Part 2 lands before part 1: read back once part 1 is done.
-        write(&file, &digest, &ranges, &bytes, 2, 2000..3000);
-        digest.part_landed(2, &file, &ranges).unwrap();
-        assert_eq!(digest.front.load(Ordering::Acquire), 1);
-        write(&file, &digest, &ranges, &bytes, 1, 1000..1500);
-        digest.part_landed(0, &file, &ranges).unwrap();
-        write(&file, &digest, &ranges, &bytes, 1, 1500..2000);
-        digest.part_landed(1, &file, &ranges).unwrap();
-        assert_eq!(digest.front.load(Ordering::Acquire), 3);
-        digest.finish(&file, &ranges, "k").unwrap();
-    }
-
-    #[test]
-    fn a_part_that_became_the_frontier_mid_way_catches_up_from_the_file() {
-        let (_dir, file, bytes, ranges, digest) = object(2, 1000);
-        write(&file, &digest, &ranges, &bytes, 1, 1000..1300); // before part 0 is hashed
-        write(&file, &digest, &ranges, &bytes, 0, 0..1000);
-        write(&file, &digest, &ranges, &bytes, 1, 1300..2000);
-        assert_eq!(digest.front.load(Ordering::Acquire), 2);
-        digest.finish(&file, &ranges, "k").unwrap();
-    }
-
-    #[test]
-    fn bytes_hashed_from_memory_are_checked_like_the_rest() {
-        let (_dir, file, mut bytes, ranges, digest) = object(2, 1000);
-        bytes[10] ^= 1;
-        write(&file, &digest, &ranges, &bytes, 0, 0..1000);
-        write(&file, &digest, &ranges, &bytes, 1, 1000..2000);
-        let err = digest.finish(&file, &ranges, "k").unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Integrity);
-    }
 
     #[test]
     fn reads_md5_etags_only() {
