@@ -493,7 +493,11 @@ mod tests {
                 &data[w.range.start as usize..w.range.end as usize]
             );
         }
-        assert!(pending.wait(Duration::ZERO).unwrap().is_err(), "handed out twice");
+        // The task drops its sender just after sending: wait for that, not for a result.
+        assert!(
+            pending.wait(Duration::from_secs(5)).unwrap().is_err(),
+            "handed out twice"
+        );
         let err = reader.start(&runtime, vec![ask(10..100_001)]).err().unwrap();
         assert_eq!(err.kind, ErrorKind::InvalidInput);
     }
